@@ -1,0 +1,286 @@
+"""gRPC: the grpc.aio server, health and reflection, and its component (GracefulStop done right).
+
+`server.stop(grace)` rejects new RPCs at once but returns while handlers may still run, and it
+leaves server streams open until the grace ends. So every RPC is tracked by an interceptor: unary
+work is awaited, and streams are told to end with UNAVAILABLE as soon as the listeners close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .echo import InvalidArgumentError, check_delay_ms, check_message, echo
+from .inflight import InFlight
+from .lifecycle import Component
+from .logs import log
+from .readiness import Readiness
+from .request_id import GRPC_METADATA_KEY, request_id_from
+from .settings import Settings
+from .v1 import echo_pb2, echo_pb2_grpc
+
+SHUTTING_DOWN = "server shutting down"
+
+Behavior = Callable[..., Any]
+"""A servicer method as grpc registers it: (request or request iterator, context)."""
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class _Stream:
+    """A running streaming RPC, and whether its task is inside the handler's own code."""
+
+    __slots__ = ("ended_by_server", "in_handler", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.in_handler = False
+        self.ended_by_server = False
+
+
+class RpcTracker(grpc.aio.ServerInterceptor):
+    """Wraps every handler: request id, in-flight tracking, and stream ending on shutdown."""
+
+    def __init__(self) -> None:
+        self.unary = InFlight()
+        self.streams = InFlight()
+        self._open_streams: set[_Stream] = set()
+        self._ending = False
+        self._wrapped: dict[object, Any] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped: grpc.RpcMethodHandler[Req, Resp] | None = self._wrapped.get(handler)
+        if wrapped is None:
+            wrapped = self._wrapped[handler] = self._wrap(handler)
+        return wrapped
+
+    def end_streams(self) -> None:
+        """End every open stream with UNAVAILABLE; streams opened from now on end at once."""
+        self._ending = True
+        for stream in self._open_streams:
+            stream.ended_by_server = True
+            if stream.in_handler:  # else it ends by itself when it comes back for the next reply
+                stream.task.cancel()
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Req, Resp]) -> grpc.RpcMethodHandler[Req, Resp]:
+        load, dump = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), load, dump)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary), load, dump
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream), load, dump
+            )
+        if handler.stream_stream:
+            stream = self._stream(handler.stream_stream)
+            return grpc.stream_stream_rpc_method_handler(stream, load, dump)
+        return handler
+
+    async def _begin(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = request_id_from(metadata.get(GRPC_METADATA_KEY))
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        await context.send_initial_metadata(((GRPC_METADATA_KEY, request_id),))
+        return request_id
+
+    def _unary(self, behavior: Behavior) -> Behavior:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            request_id = await self._begin(context)
+            with self.unary.track(f"grpc {_method(behavior)} request_id={request_id}"):
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+
+        return unary
+
+    def _stream(self, behavior: Behavior) -> Behavior:
+        if inspect.isasyncgenfunction(behavior):
+            return self._generator_stream(behavior)
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            request_id = await self._begin(context)
+            with self.streams.track(f"grpc {_method(behavior)} request_id={request_id}") as task:
+                state = self._open(task)
+                try:
+                    state.in_handler = True
+                    result = behavior(request, context)
+                    if inspect.isawaitable(result):
+                        await result
+                except asyncio.CancelledError:
+                    if not state.ended_by_server:
+                        raise
+                    task.uncancel()
+                    _end_unavailable(context)
+                finally:
+                    self._open_streams.discard(state)
+
+        return stream
+
+    def _generator_stream(self, behavior: Behavior) -> Behavior:
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            request_id = await self._begin(context)
+            with self.streams.track(f"grpc {_method(behavior)} request_id={request_id}") as task:
+                state = self._open(task)
+                replies = behavior(request, context)
+                try:
+                    while not state.ended_by_server:
+                        state.in_handler = True
+                        try:
+                            reply = await replies.__anext__()
+                        except StopAsyncIteration:
+                            return
+                        finally:
+                            state.in_handler = False
+                        yield reply
+                    _end_unavailable(context)
+                except asyncio.CancelledError:
+                    if not state.ended_by_server:
+                        raise
+                    task.uncancel()
+                    _end_unavailable(context)
+                finally:
+                    self._open_streams.discard(state)
+                    await replies.aclose()
+
+        return stream
+
+    def _open(self, task: asyncio.Task[Any]) -> _Stream:
+        state = _Stream(task)
+        state.ended_by_server = self._ending
+        self._open_streams.add(state)
+        return state
+
+
+def _method(behavior: Behavior) -> str:
+    return getattr(behavior, "__qualname__", repr(behavior))
+
+
+def _end_unavailable(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    context.set_code(grpc.StatusCode.UNAVAILABLE)
+    context.set_details(SHUTTING_DOWN)
+
+
+class EchoService(echo_pb2_grpc.EchoServiceServicer):
+    """The echo example over gRPC (see `echo.py`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._max_delay_ms = settings.echo_max_delay_ms
+
+    async def Echo(  # noqa: N802 - names come from the proto
+        self,
+        request: echo_pb2.EchoRequest,
+        context: grpc.aio.ServicerContext[echo_pb2.EchoRequest, echo_pb2.EchoResponse],
+    ) -> echo_pb2.EchoResponse:
+        try:
+            message = check_message(request.message)
+            delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
+        except InvalidArgumentError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return echo_pb2.EchoResponse(message=await echo(message, delay_ms), sequence=1)
+
+    async def EchoStream(  # noqa: N802 - names come from the proto
+        self,
+        request: echo_pb2.EchoStreamRequest,
+        context: grpc.aio.ServicerContext[echo_pb2.EchoStreamRequest, echo_pb2.EchoResponse],
+    ) -> AsyncIterator[echo_pb2.EchoResponse]:
+        try:
+            message = check_message(request.message)
+            delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
+        except InvalidArgumentError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        sequence = 0
+        while request.count == 0 or sequence < request.count:
+            sequence += 1
+            yield echo_pb2.EchoResponse(message=await echo(message, delay_ms), sequence=sequence)
+
+
+SERVICE_NAMES = (
+    echo_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name,
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+)
+
+
+class GrpcServer(Component):
+    """Serves gRPC; on shutdown: NOT_SERVING, then stop(grace), streams ended, handlers awaited."""
+
+    name = "grpc"
+
+    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+        self._settings = settings
+        self._tracker = RpcTracker()
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            interceptors=[self._tracker],
+            # Without this, a second process could bind the same port and split the traffic.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        echo_pb2_grpc.add_EchoServiceServicer_to_server(EchoService(settings), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(SERVICE_NAMES, self._server)
+        self._stopping: asyncio.Task[None] | None = None
+        self.port = settings.grpc_port
+        readiness.subscribe(self._mirror_readiness)
+
+    async def _mirror_readiness(self, ready: bool, shutting_down: bool) -> None:
+        if shutting_down:
+            await self._health.enter_graceful_shutdown()
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", *SERVICE_NAMES):
+            await self._health.set(service, status)
+
+    async def start(self) -> None:
+        await self._mirror_readiness(ready=False, shutting_down=False)
+        address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"cannot bind gRPC to {address}: {error}") from error
+        await self._server.start()
+        log.info("grpc_listening", host=self._settings.grpc_host, port=self.port)
+
+    async def close_listeners(self) -> None:
+        # No new RPCs from here on; the lifecycle's deadline bounds the grace, not grpc's timer.
+        grace = self._settings.shutdown_timeout
+        self._stopping = asyncio.create_task(self._server.stop(grace), name="grpc.server.stop")
+        await asyncio.sleep(0)
+
+    async def end_streams(self) -> None:
+        self._tracker.end_streams()
+        await self._tracker.streams.wait_idle()
+
+    async def drain(self) -> None:
+        await self._tracker.unary.wait_idle()
+        if self._stopping is not None:
+            await self._stopping
+
+    async def close(self) -> None:
+        await self._server.stop(None)
+
+    def unfinished(self) -> list[asyncio.Task[object]]:
+        return [*self._tracker.unary.tasks(), *self._tracker.streams.tasks()]

@@ -1,0 +1,164 @@
+"""HTTP: the aiohttp application and its component (AppRunner + TCPSite, never `run_app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .echo import InvalidArgumentError, check_delay_ms, check_message, echo
+from .inflight import InFlight
+from .lifecycle import Component
+from .logs import log
+from .readiness import Readiness
+from .request_id import HTTP_HEADER, request_id_from
+from .settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+READINESS = web.AppKey("readiness", Readiness)
+
+
+def error_response(status: int, message: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message, "status": status}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status)
+
+
+def _route_name(request: web.Request) -> str:
+    """The route template (bounded), not the raw path, names the request's task."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def request_middleware(readiness: Readiness, in_flight: InFlight) -> Any:
+    """One middleware for everything per request: id, tracking, JSON errors, drain behaviour."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_from(request.headers.get(HTTP_HEADER))
+        name = f"http {request.method} {_route_name(request)} request_id={request_id}"
+        with in_flight.track(name), structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                response = await handler(request)
+            except InvalidArgumentError as error:
+                response = error_response(400, error.problem, error.field)
+            except web.HTTPException as error:
+                if error.status < 400:
+                    response = web.Response(status=error.status, headers=error.headers)
+                else:
+                    text = error.text or ""
+                    detailed = text and not text.startswith(f"{error.status}:")
+                    response = error_response(error.status, text if detailed else error.reason)
+                    if allow := error.headers.get("Allow"):
+                        response.headers["Allow"] = allow
+            except Exception:
+                log.exception("http_unhandled_error", route=_route_name(request))
+                response = error_response(500, "internal server error")
+        if not response.prepared:
+            response.headers[HTTP_HEADER] = request_id
+            if readiness.shutting_down:
+                # Moves keep-alive clients to a new connection, which the load balancer routes
+                # to a replica that is still ready.
+                response.force_close()
+        return response
+
+    return middleware
+
+
+async def livez(request: web.Request) -> web.Response:
+    """The event loop answers: nothing else (a dependency outage must not restart every pod)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    readiness = request.app[READINESS]
+    if readiness.ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready", "reason": readiness.reason()}, status=503)
+
+
+async def echo_get(request: web.Request) -> web.Response:
+    """`GET /v1/echo?msg=TEXT&delay_ms=N` answers `{"msg": TEXT}` after N milliseconds."""
+    settings = request.app[SETTINGS]
+    message = check_message(request.query.get("msg", ""))
+    delay_ms = check_delay_ms(request.query.get("delay_ms", "0"), settings.echo_max_delay_ms)
+    return web.json_response({"msg": await echo(message, delay_ms)})
+
+
+async def echo_post(request: web.Request) -> web.Response:
+    """`POST /v1/echo` with `{"msg": TEXT, "delay_ms": N}`: the same, for JSON bodies."""
+    settings = request.app[SETTINGS]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidArgumentError("body", f"not valid JSON ({error})") from error
+    if not isinstance(body, dict):
+        raise InvalidArgumentError("body", "must be a JSON object")
+    message = check_message(body.get("msg", ""))
+    delay_ms = check_delay_ms(body.get("delay_ms", 0), settings.echo_max_delay_ms)
+    return web.json_response({"msg": await echo(message, delay_ms)})
+
+
+def create_app(settings: Settings, readiness: Readiness, in_flight: InFlight) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_request_body_bytes,
+        middlewares=[request_middleware(readiness, in_flight)],
+    )
+    app[SETTINGS] = settings
+    app[READINESS] = readiness
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/echo", echo_get)
+    app.router.add_post("/v1/echo", echo_post)
+    return app
+
+
+class HttpServer(Component):
+    """Serves the aiohttp app; on shutdown behaves like Go's `http.Server.Shutdown`."""
+
+    name = "http"
+
+    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+        self._settings = settings
+        self._in_flight = InFlight()
+        app = create_app(settings, readiness, self._in_flight)
+        # Our own phases bound the drain; aiohttp's timeout only bounds the final cleanup.
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when HTTP_PORT=0)."""
+        server = self._runner.addresses
+        return int(server[0][1]) if server else self._settings.http_port
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self._settings.http_host, self._settings.http_port, backlog=1024
+        )
+        await site.start()
+        log.info("http_listening", host=self._settings.http_host, port=self.port)
+
+    async def close_listeners(self) -> None:
+        for site in list(self._runner.sites):
+            await site.stop()  # closes the listening socket; does not wait for connections
+        server = self._runner.server
+        if server is not None:
+            await asyncio.sleep(0)  # let requests already read reach their handler first
+            server.pre_shutdown()  # idle keep-alive connections close now, busy ones after replying
+
+    async def drain(self) -> None:
+        await self._in_flight.wait_idle()
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+
+    def unfinished(self) -> list[asyncio.Task[object]]:
+        return self._in_flight.tasks()

@@ -1,0 +1,290 @@
+"""The root scope: owns the signals, starts the components, runs the shutdown, picks the exit code.
+
+Components never see a signal. They plug in through `Component` and are driven phase by phase:
+
+    signal ─► readiness_off ─► drain_delay ─► close_listeners ─► end_streams
+           ─► drain_in_flight ─► stop_tasks ─► close ─► exit
+
+All phases but `close` share the drain deadline (SHUTDOWN_TIMEOUT minus a reserve); `close` gets the
+reserve, so pools are closed and logs flushed even when in-flight work overran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import faulthandler
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, NoReturn
+
+from .logs import flush_logs, log
+from .readiness import Readiness
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes; documented in the README."""
+
+    OK = 0
+    """Clean shutdown: every phase finished within its deadline."""
+    ERROR = 1
+    """A component raised during a shutdown phase, or an unexpected error."""
+    CONFIG = 2
+    """Invalid configuration; nothing was started, no port was bound."""
+    START_FAILED = 3
+    """A component could not start (port in use, ...)."""
+    DEADLINE = 4
+    """SHUTDOWN_TIMEOUT passed; the work still running was cancelled and logged."""
+    FORCED = 5
+    """A second SIGTERM/SIGINT forced an immediate exit."""
+
+
+class Component:
+    """One part of the service. Override `start` and the phases the part takes part in.
+
+    Each phase method is awaited concurrently with the other components' and is cancelled when the
+    shutdown deadline passes; `unfinished` names the tasks to report and cancel at that point.
+    """
+
+    name = "component"
+
+    async def start(self) -> None:
+        """Bind, connect, spawn. Raise to abort start-up (exit code START_FAILED)."""
+
+    async def close_listeners(self) -> None:
+        """Stop accepting new connections, RPCs or messages; keep serving the ones in flight."""
+
+    async def end_streams(self) -> None:
+        """Tell long-lived streams to end now: they never finish on their own."""
+
+    async def drain(self) -> None:
+        """Return once the work in flight has finished."""
+
+    async def stop_tasks(self) -> None:
+        """Stop background tasks (consumers); unfinished work must stay recoverable."""
+
+    async def close(self) -> None:
+        """Release sockets, pools and clients. Runs last, within the reserved budget."""
+
+    def unfinished(self) -> Iterable[asyncio.Task[Any]]:
+        """Tasks still doing work: reported with their stacks and cancelled at the deadline."""
+        return ()
+
+
+def close_reserve(shutdown_timeout: float) -> float:
+    """The part of SHUTDOWN_TIMEOUT kept for the `close` phase and the log flush."""
+    return min(2.0, shutdown_timeout * 0.2)
+
+
+EXIT_MARGIN = 0.1
+"""Seconds kept after the `close` phase to flush the logs and leave the interpreter."""
+
+CANCEL_GRACE = 0.5
+"""Seconds a cancelled task gets to unwind before the shutdown moves on without it."""
+
+
+def await_stack(task: asyncio.Task[Any]) -> list[str]:
+    """The chain of awaits a task is suspended in, outermost first.
+
+    `Task.get_stack()` gives a single frame for a suspended coroutine; following `cr_await`
+    shows where it really waits (e.g. the handler's `asyncio.sleep`).
+    """
+    frames: list[str] = []
+    awaitable: Any = task.get_coro()
+    while awaitable is not None and len(frames) < 50:
+        frame = next(
+            (
+                getattr(awaitable, attr)
+                for attr in ("cr_frame", "ag_frame", "gi_frame")
+                if getattr(awaitable, attr, None) is not None
+            ),
+            None,
+        )
+        if frame is None:
+            if isinstance(awaitable, asyncio.Future):
+                frames.append(f"awaiting {awaitable!r}"[:200])
+            break
+        code = frame.f_code
+        frames.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_qualname}")
+        awaitable = next(
+            (
+                getattr(awaitable, attr)
+                for attr in ("cr_await", "ag_await", "gi_yieldfrom")
+                if getattr(awaitable, attr, None) is not None
+            ),
+            None,
+        )
+    return frames
+
+
+class Lifecycle:
+    """Runs components from start to exit; see the module docstring for the phases."""
+
+    def __init__(
+        self,
+        components: Sequence[Component],
+        readiness: Readiness,
+        *,
+        drain_delay: float,
+        shutdown_timeout: float,
+        exit_now: Callable[[int], NoReturn] = os._exit,
+    ) -> None:
+        self._components = list(components)
+        self._readiness = readiness
+        self._drain_delay = drain_delay
+        self._shutdown_timeout = shutdown_timeout
+        self._exit_now = exit_now
+        self._started: list[Component] = []
+        self._stop_requested = asyncio.Event()
+        self._stop_requested_at: float | None = None
+        self._exit_deadline = float("inf")
+        self._watchdog_disarmed = threading.Event()
+        self.phases: list[dict[str, Any]] = []
+        """What each shutdown phase did: name, duration_s, outcome (for logs and tests)."""
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signum)
+
+    def remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """First call starts the shutdown; a second one exits at once."""
+        name = signal.Signals(signum).name
+        if self._stop_requested_at is not None:
+            log.error("forced_exit", signal=name, exit_code=int(ExitCode.FORCED))
+            flush_logs()
+            self._exit_now(ExitCode.FORCED)
+        self._stop_requested_at = asyncio.get_running_loop().time()
+        log.info("shutdown_requested", signal=name, shutdown_timeout_s=self._shutdown_timeout)
+        self._start_watchdog()
+        self._stop_requested.set()
+
+    def _start_watchdog(self) -> None:
+        """Exit even if the event loop is blocked (a handler calling `time.sleep`, say)."""
+
+        def watch() -> None:
+            if self._watchdog_disarmed.wait(self._shutdown_timeout):
+                return
+            sys.stderr.write("shutdown deadline passed, event loop blocked; thread stacks:\n")
+            faulthandler.dump_traceback(all_threads=True)
+            flush_logs()
+            self._exit_now(ExitCode.DEADLINE)
+
+        threading.Thread(target=watch, name="shutdown-watchdog", daemon=True).start()
+
+    # -- the whole life ---------------------------------------------------------------------------
+
+    async def run(self) -> ExitCode:
+        """Start every component, serve until a signal, shut down. Returns the exit code."""
+        self.install_signal_handlers()
+        try:
+            starting = asyncio.create_task(self._start_all(), name="lifecycle.start")
+            stop = asyncio.create_task(self._stop_requested.wait(), name="lifecycle.wait")
+            await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # signalled during start-up: never ready, so no drain delay
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return await self.shutdown(drain_delay=0.0)
+            if error := starting.exception():
+                stop.cancel()
+                failed = self._components[len(self._started)].name
+                log.error("start_failed", component=failed, error=str(error) or repr(error))
+                self.request_stop_silently()
+                await self.shutdown(drain_delay=0.0)
+                return ExitCode.START_FAILED
+            log.info("service_ready", components=[c.name for c in self._started])
+            await stop
+            return await self.shutdown(drain_delay=self._drain_delay)
+        finally:
+            self._watchdog_disarmed.set()
+
+    def request_stop_silently(self) -> None:
+        if self._stop_requested_at is None:
+            self._stop_requested_at = asyncio.get_running_loop().time()
+            self._stop_requested.set()
+
+    async def _start_all(self) -> None:
+        for component in self._components:
+            await component.start()
+            self._started.append(component)
+        await self._readiness.mark_started()
+
+    async def shutdown(self, *, drain_delay: float) -> ExitCode:
+        """The shutdown sequence, top to bottom. Every phase is logged with its duration."""
+        loop = asyncio.get_running_loop()
+        begun = self._stop_requested_at if self._stop_requested_at is not None else loop.time()
+        exit_deadline = self._exit_deadline = begun + self._shutdown_timeout - EXIT_MARGIN
+        drain_deadline = begun + self._shutdown_timeout - close_reserve(self._shutdown_timeout)
+        drain_delay = min(drain_delay, max(0.0, drain_deadline - loop.time()))
+        parts, until = self._started, drain_deadline
+
+        await self._phase("readiness_off", [("readiness", self._readiness.shut_down())], until)
+        await self._phase("drain_delay", [("sleep", asyncio.sleep(drain_delay))], until)
+        await self._phase("close_listeners", [(c.name, c.close_listeners()) for c in parts], until)
+        await self._phase("end_streams", [(c.name, c.end_streams()) for c in parts], until)
+        await self._phase("drain_in_flight", [(c.name, c.drain()) for c in parts], until)
+        await self._phase("stop_tasks", [(c.name, c.stop_tasks()) for c in parts], until)
+        await self._phase("close", [(c.name, c.close()) for c in reversed(parts)], exit_deadline)
+
+        outcomes = {phase["outcome"] for phase in self.phases}
+        code = (
+            ExitCode.DEADLINE
+            if "deadline_exceeded" in outcomes
+            else ExitCode.ERROR
+            if "error" in outcomes
+            else ExitCode.OK
+        )
+        log.info(
+            "shutdown_complete",
+            exit_code=int(code),
+            duration_s=round(loop.time() - begun, 3),
+            phases=self.phases,
+        )
+        return code
+
+    async def _phase(
+        self,
+        name: str,
+        steps: list[tuple[str, Coroutine[Any, Any, None]]],
+        deadline: float,
+    ) -> None:
+        """Run a phase's steps concurrently; past `deadline`, report and cancel what still runs."""
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        tasks = {asyncio.create_task(step, name=f"{name}:{owner}"): owner for owner, step in steps}
+        pending: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - begun))
+        outcome = "ok"
+        if pending:
+            outcome = "deadline_exceeded"
+            await self._cancel_unfinished(name, pending)
+        for task in tasks:
+            if task.done() and not task.cancelled() and (error := task.exception()):
+                outcome = "error" if outcome == "ok" else outcome
+                log.error("shutdown_step_failed", phase=name, step=tasks[task], error=repr(error))
+        duration = round(loop.time() - begun, 3)
+        self.phases.append({"phase": name, "duration_s": duration, "outcome": outcome})
+        log.info("shutdown_phase", phase=name, duration_s=duration, outcome=outcome)
+
+    async def _cancel_unfinished(self, phase: str, steps: set[asyncio.Task[None]]) -> None:
+        """Name every task that did not finish, with the stack it hung in, then cancel it."""
+        work = [task for c in self._started for task in c.unfinished() if not task.done()]
+        hung = [*work, *steps]
+        for task in hung:
+            log.error("task_unfinished", phase=phase, task=task.get_name(), stack=await_stack(task))
+            task.cancel()
+        grace = min(CANCEL_GRACE, self._exit_deadline - asyncio.get_running_loop().time())
+        _, still_running = await asyncio.wait(hung, timeout=max(0.05, grace))
+        for task in still_running:
+            log.error("task_ignored_cancel", phase=phase, task=task.get_name())
