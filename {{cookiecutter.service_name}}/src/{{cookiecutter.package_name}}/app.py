@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-{%- if cookiecutter.use_grpc == "yes" %}
+{% if cookiecutter.use_grpc == "yes" -%}
 from .grpc_server import GrpcServer
-{%- endif %}
+{% endif -%}
 from .http_server import HttpServer
 from .lifecycle import Component
 from .readiness import Readiness

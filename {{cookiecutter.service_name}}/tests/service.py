@@ -1,0 +1,154 @@
+"""Runs the real service as a subprocess, the way an orchestrator does, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A fresh connection per call (no keep-alive): (status, JSON body, headers)."""
+    request = urllib.request.Request(url, headers={"Connection": "close"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
+
+
+class Service:
+    """One service process: its ports, its JSON log lines, signals and exit."""
+
+    def __init__(self, **env: str) -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.env = {
+            **os.environ,
+            "HTTP_HOST": "127.0.0.1",
+            "GRPC_HOST": "127.0.0.1",
+            "HTTP_PORT": str(self.http_port),
+            "GRPC_PORT": str(self.grpc_port),
+            "LOG_FORMAT": "json",
+            "DRAIN_DELAY": "0.5",
+            "SHUTDOWN_TIMEOUT": "10",
+            **env,
+        }
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", PACKAGE],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"service exited early:\n{self.output()}")
+            try:
+                if http_get(f"{self.url}/readyz", timeout=1.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"service not ready within {timeout}s:\n{self.output()}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> float:
+        """Send a signal; returns the monotonic time it was sent."""
+        assert self.process is not None
+        os.kill(self.process.pid, signum)
+        return time.monotonic()
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        code = self.process.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log lines, optionally only those with `event == name`."""
+        parsed = []
+        for line in list(self.lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and (name is None or event.get("event") == name):
+                parsed.append(event)
+        return parsed
+
+    def wait_for_event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := self.events(name):
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {name!r} event within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-200:])
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@contextmanager
+def running_service(**env: str) -> Iterator[Service]:
+    """A started, ready service; killed (by its own PID) if a test leaves it running."""
+    service = Service(**env)
+    service.start()
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.kill()

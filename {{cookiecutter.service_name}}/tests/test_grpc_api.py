@@ -1,0 +1,141 @@
+"""The gRPC API in-process: echo, validation, deadlines, request ids, health, reflection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
+from {{ cookiecutter.package_name }}.readiness import Readiness
+from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.v1 import echo_pb2, echo_pb2_grpc
+
+from .service import free_port
+
+
+@pytest.fixture
+def readiness() -> Readiness:
+    return Readiness()
+
+
+@pytest.fixture
+async def server(readiness: Readiness) -> AsyncIterator[GrpcServer]:
+    settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port(), echo_max_delay_ms=5000)
+    component = GrpcServer(settings, readiness)
+    await component.start()
+    yield component
+    await component.close()
+
+
+@pytest.fixture
+async def channel(server: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as open_channel:
+        yield open_channel
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> echo_pb2_grpc.EchoServiceAsyncStub:
+    return echo_pb2_grpc.EchoServiceStub(channel)
+
+
+async def test_echo_replies_and_echoes_request_id(stub: echo_pb2_grpc.EchoServiceAsyncStub) -> None:
+    call = stub.Echo(
+        echo_pb2.EchoRequest(message="hi", delay_ms=5), metadata=(("x-request-id", "rid-1"),)
+    )
+    assert (await call).message == "hi"
+    assert ("x-request-id", "rid-1") in list(await call.initial_metadata() or ())
+    generated = stub.Echo(echo_pb2.EchoRequest(message="x"))
+    await generated
+    metadata = dict(await generated.initial_metadata() or ())
+    assert len(str(metadata["x-request-id"])) == 32
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        echo_pb2.EchoRequest(message="x", delay_ms=-1),
+        echo_pb2.EchoRequest(message="x", delay_ms=5001),
+        echo_pb2.EchoRequest(message="x" * 5000),
+    ],
+)
+async def test_bad_input_is_invalid_argument(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub, request_: echo_pb2.EchoRequest
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.Echo(request_)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("delay_ms" in (error.value.details() or "")) or ("msg" in (error.value.details() or ""))
+
+
+async def test_deadline_is_honoured_and_the_handler_cancelled(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub, server: GrpcServer
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.Echo(echo_pb2.EchoRequest(message="x", delay_ms=3000), timeout=0.2)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(100):
+        if not server.unfinished():
+            break
+        await asyncio.sleep(0.01)
+    assert server.unfinished() == []
+
+
+async def test_health_mirrors_readiness(channel: grpc.aio.Channel, readiness: Readiness) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    names = ["", "{{ cookiecutter.package_name }}.v1.EchoService"]
+
+    async def statuses() -> list[int]:
+        replies = [await health.Check(health_pb2.HealthCheckRequest(service=n)) for n in names]
+        return [int(reply.status) for reply in replies]
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await statuses() == [not_serving] * 2
+    await readiness.mark_started()
+    assert await statuses() == [serving] * 2
+    await readiness.waiting_for("redis")
+    assert await statuses() == [not_serving] * 2
+    await readiness.connected("redis")
+    await readiness.shut_down()
+    assert await statuses() == [not_serving] * 2
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async for reply in reflection.ServerReflectionInfo(ask()):
+        names = {service.name for service in reply.list_services_response.service}
+        break
+    assert "{{ cookiecutter.package_name }}.v1.EchoService" in names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_stream_with_count_ends_ok(stub: echo_pb2_grpc.EchoServiceAsyncStub) -> None:
+    replies = [r async for r in stub.EchoStream(echo_pb2.EchoStreamRequest(message="s", count=3))]
+    assert [(r.message, r.sequence) for r in replies] == [("s", 1), ("s", 2), ("s", 3)]
+
+
+async def test_end_streams_ends_open_streams_with_unavailable(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub, server: GrpcServer
+) -> None:
+    stream = stub.EchoStream(echo_pb2.EchoStreamRequest(message="s", delay_ms=50))
+    assert (await stream.read()) != grpc.aio.EOF
+    await asyncio.wait_for(server.end_streams(), 5)
+    with pytest.raises(grpc.aio.AioRpcError) as ended:  # noqa: PT012 - read until the end
+        while await stream.read() is not grpc.aio.EOF:
+            pass
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ended.value.details() == "server shutting down"
+    # a stream opened after that ends at once, the same way
+    late = stub.EchoStream(echo_pb2.EchoStreamRequest(message="s", delay_ms=50))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await late.read()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

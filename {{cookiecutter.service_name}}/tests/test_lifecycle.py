@@ -1,0 +1,266 @@
+"""Unit tests of the root scope: phase order, deadlines, start failures, forced exit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import NoReturn
+
+import pytest
+from structlog.testing import capture_logs
+
+from {{ cookiecutter.package_name }}.inflight import InFlight
+from {{ cookiecutter.package_name }}.lifecycle import (
+    Component,
+    ExitCode,
+    Lifecycle,
+    await_stack,
+    close_reserve,
+)
+from {{ cookiecutter.package_name }}.readiness import Readiness
+
+PHASES = ("close_listeners", "end_streams", "drain", "stop_tasks", "close")
+
+
+class Recorder(Component):
+    """Records every call, in order, into a shared journal."""
+
+    def __init__(self, name: str, journal: list[str], readiness: Readiness | None = None) -> None:
+        self.name = name
+        self.journal = journal
+        self.readiness = readiness
+
+    async def start(self) -> None:
+        self.journal.append(f"{self.name}.start")
+
+    def _record(self, phase: str) -> None:
+        ready = self.readiness is None or self.readiness.ready
+        self.journal.append(f"{self.name}.{phase}" + ("" if ready else " (not ready)"))
+
+    async def close_listeners(self) -> None:
+        self._record("close_listeners")
+
+    async def end_streams(self) -> None:
+        self._record("end_streams")
+
+    async def drain(self) -> None:
+        self._record("drain")
+
+    async def stop_tasks(self) -> None:
+        self._record("stop_tasks")
+
+    async def close(self) -> None:
+        self._record("close")
+
+
+class ForcedExitError(Exception):
+    pass
+
+
+def forbid_exit(code: int) -> NoReturn:
+    raise ForcedExitError(code)
+
+
+async def run_until_ready(lifecycle: Lifecycle, readiness: Readiness) -> asyncio.Task[ExitCode]:
+    running = asyncio.create_task(lifecycle.run())
+    for _ in range(200):
+        if readiness.ready:
+            return running
+        await asyncio.sleep(0.01)
+    raise AssertionError("never became ready")
+
+
+async def test_phases_run_in_order_and_close_in_reverse() -> None:
+    journal: list[str] = []
+    readiness = Readiness()
+    parts = [Recorder("db", journal, readiness), Recorder("http", journal, readiness)]
+    lifecycle = Lifecycle(
+        parts, readiness, drain_delay=0.05, shutdown_timeout=5, exit_now=forbid_exit
+    )
+    running = await run_until_ready(lifecycle, readiness)
+    lifecycle.request_stop(signal.SIGTERM)
+    assert await running == ExitCode.OK
+    assert journal == [
+        "db.start",
+        "http.start",
+        *(f"{name}.{phase} (not ready)" for phase in PHASES[:-1] for name in ("db", "http")),
+        "http.close (not ready)",
+        "db.close (not ready)",
+    ]
+    assert [p["phase"] for p in lifecycle.phases] == [
+        "readiness_off",
+        "drain_delay",
+        "close_listeners",
+        "end_streams",
+        "drain_in_flight",
+        "stop_tasks",
+        "close",
+    ]
+    assert {p["outcome"] for p in lifecycle.phases} == {"ok"}
+    assert lifecycle.phases[1]["duration_s"] >= 0.04
+
+
+async def test_readiness_listeners_see_not_ready_before_the_drain_delay() -> None:
+    seen: list[tuple[bool, bool]] = []
+    readiness = Readiness()
+
+    async def listener(ready: bool, shutting_down: bool) -> None:
+        seen.append((ready, shutting_down))
+
+    readiness.subscribe(listener)
+    lifecycle = Lifecycle([], readiness, drain_delay=0.2, shutdown_timeout=5, exit_now=forbid_exit)
+    running = await run_until_ready(lifecycle, readiness)
+    lifecycle.request_stop(signal.SIGTERM)
+    await asyncio.sleep(0.05)  # inside the drain delay
+    assert seen == [(True, False), (False, True)]
+    assert not running.done()
+    assert await running == ExitCode.OK
+
+
+class Hung(Component):
+    """In-flight work that never finishes on its own."""
+
+    name = "hung"
+
+    def __init__(self) -> None:
+        self.in_flight = InFlight()
+        self.work: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def start(self) -> None:
+        self.work = asyncio.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        with self.in_flight.track("http GET /slow request_id=r1"):
+            await asyncio.sleep(3600)
+
+    async def drain(self) -> None:
+        await self.in_flight.wait_idle()
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def unfinished(self) -> list[asyncio.Task[object]]:
+        return self.in_flight.tasks()
+
+
+async def test_deadline_cancels_names_and_still_closes() -> None:
+    readiness = Readiness()
+    hung = Hung()
+    lifecycle = Lifecycle(
+        [hung], readiness, drain_delay=0.1, shutdown_timeout=1.0, exit_now=forbid_exit
+    )
+    running = await run_until_ready(lifecycle, readiness)
+    loop = asyncio.get_running_loop()
+    with capture_logs() as logs:
+        began = loop.time()
+        lifecycle.request_stop(signal.SIGTERM)
+        code = await running
+        took = loop.time() - began
+    assert code == ExitCode.DEADLINE
+    assert took < 1.0 + 0.2, "exits within SHUTDOWN_TIMEOUT"
+    assert took >= 1.0 - close_reserve(1.0) - 0.05, "waits until the drain deadline"
+    assert hung.work is not None
+    assert hung.work.cancelled()
+    assert hung.closed, "the close phase still runs after a deadline"
+    unfinished = [entry for entry in logs if entry["event"] == "task_unfinished"]
+    names = {entry["task"] for entry in unfinished}
+    assert "http GET /slow request_id=r1" in names
+    stuck = next(e for e in unfinished if e["task"] == "http GET /slow request_id=r1")
+    assert any("_serve" in frame for frame in stuck["stack"])
+    outcomes = {p["phase"]: p["outcome"] for p in lifecycle.phases}
+    assert outcomes["drain_in_flight"] == "deadline_exceeded"
+    assert outcomes["close"] == "ok"
+
+
+class FailsToStart(Component):
+    name = "broken"
+
+    async def start(self) -> None:
+        raise OSError("[Errno 98] address already in use")
+
+
+async def test_failed_start_closes_what_started() -> None:
+    journal: list[str] = []
+    readiness = Readiness()
+    first = Recorder("first", journal)
+    lifecycle = Lifecycle(
+        [first, FailsToStart(), Recorder("never", journal)],
+        readiness,
+        drain_delay=5,
+        shutdown_timeout=10,
+        exit_now=forbid_exit,
+    )
+    with capture_logs() as logs:
+        assert await asyncio.wait_for(lifecycle.run(), 5) == ExitCode.START_FAILED
+    assert "first.close" in journal
+    assert not any(entry.startswith("never.") for entry in journal)
+    [failure] = [entry for entry in logs if entry["event"] == "start_failed"]
+    assert failure["component"] == "broken"
+    assert "address already in use" in failure["error"]
+    assert not readiness.ready
+
+
+class SlowStart(Component):
+    name = "slow"
+
+    async def start(self) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_signal_during_start_shuts_down_without_drain_delay() -> None:
+    readiness = Readiness()
+    lifecycle = Lifecycle([SlowStart()], readiness, drain_delay=30, shutdown_timeout=60)
+    running = asyncio.create_task(lifecycle.run())
+    await asyncio.sleep(0.05)
+    lifecycle.request_stop(signal.SIGINT)
+    assert await asyncio.wait_for(running, 5) == ExitCode.OK
+
+
+async def test_second_signal_exits_at_once() -> None:
+    readiness = Readiness()
+    lifecycle = Lifecycle([], readiness, drain_delay=30, shutdown_timeout=60, exit_now=forbid_exit)
+    running = await run_until_ready(lifecycle, readiness)
+    lifecycle.request_stop(signal.SIGTERM)
+    with pytest.raises(ForcedExitError) as forced:
+        lifecycle.request_stop(signal.SIGTERM)
+    assert forced.value.args == (ExitCode.FORCED,)
+    running.cancel()
+
+
+class FailsToClose(Recorder):
+    async def close(self) -> None:
+        raise RuntimeError("boom")
+
+
+async def test_error_in_a_phase_is_not_a_clean_exit() -> None:
+    readiness = Readiness()
+    lifecycle = Lifecycle(
+        [FailsToClose("x", [])], readiness, drain_delay=0, shutdown_timeout=5, exit_now=forbid_exit
+    )
+    running = await run_until_ready(lifecycle, readiness)
+    lifecycle.request_stop(signal.SIGTERM)
+    assert await running == ExitCode.ERROR
+
+
+async def test_await_stack_follows_the_await_chain() -> None:
+    async def inner() -> None:
+        await asyncio.sleep(3600)
+
+    async def outer() -> None:
+        await inner()
+
+    task = asyncio.create_task(outer())
+    await asyncio.sleep(0)
+    stack = await_stack(task)
+    task.cancel()
+    assert [frame.rsplit(" in ", 1)[1] for frame in stack[:2]] == [
+        "test_await_stack_follows_the_await_chain.<locals>.outer",
+        "test_await_stack_follows_the_await_chain.<locals>.inner",
+    ]
+    assert "sleep" in stack[2]
+
+
+def test_close_reserve_is_bounded() -> None:
+    assert close_reserve(20) == 2.0
+    assert close_reserve(1) == pytest.approx(0.2)
