@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import NoReturn
+import time
+from collections.abc import Callable
+from typing import NoReturn, cast
 
 import pytest
 from structlog.testing import capture_logs
@@ -264,3 +266,14 @@ async def test_await_stack_follows_the_await_chain() -> None:
 def test_close_reserve_is_bounded() -> None:
     assert close_reserve(20) == 2.0
     assert close_reserve(1) == pytest.approx(0.2)
+
+
+async def test_watchdog_exits_when_the_event_loop_is_blocked() -> None:
+    exits: list[int] = []
+    record_exit = cast(Callable[[int], NoReturn], exits.append)
+    lifecycle = Lifecycle(
+        [], Readiness(), drain_delay=0, shutdown_timeout=0.2, exit_now=record_exit
+    )
+    lifecycle.request_stop(signal.SIGTERM)
+    time.sleep(0.6)  # noqa: ASYNC251 - a handler blocking the loop is exactly the case under test
+    assert exits == [ExitCode.DEADLINE]

@@ -275,7 +275,8 @@ class Lifecycle:
                 log.error("shutdown_step_failed", phase=name, step=tasks[task], error=repr(error))
         duration = round(loop.time() - begun, 3)
         self.phases.append({"phase": name, "duration_s": duration, "outcome": outcome})
-        log.info("shutdown_phase", phase=name, duration_s=duration, outcome=outcome)
+        report = log.info if outcome == "ok" else log.warning
+        report("shutdown_phase", phase=name, duration_s=duration, outcome=outcome)
 
     async def _cancel_unfinished(self, phase: str, steps: set[asyncio.Task[None]]) -> None:
         """Name every task that did not finish, with the stack it hung in, then cancel it."""

@@ -51,7 +51,8 @@ def describe_errors(error: ValidationError) -> list[str]:
     """One line per invalid variable, named as the operator writes it (the env var)."""
     lines = []
     for item in error.errors():
-        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        name = "_".join(str(part) for part in item["loc"]).upper() or "configuration"
         value = f" (got {item['input']!r})" if item["loc"] else ""
-        lines.append(f"{name}: {item['msg']}{value}")
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}{value}")
     return lines

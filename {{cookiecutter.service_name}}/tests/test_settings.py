@@ -1,0 +1,54 @@
+"""Configuration: environment variables, aliases, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from {{ cookiecutter.package_name }}.settings import Settings, describe_errors
+
+
+@pytest.fixture(autouse=True)
+def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """A developer's .env must not change what these tests see."""
+    monkeypatch.chdir(str(tmp_path))
+
+
+def test_defaults_come_from_the_template_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PORT", "GRPC_PORT", "DRAIN_DELAY", "SHUTDOWN_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.http_port == {{ cookiecutter.http_port }}
+    assert settings.grpc_port == {{ cookiecutter.grpc_port }}
+    assert settings.drain_delay == {{ cookiecutter.drain_delay_seconds }}
+    assert settings.shutdown_timeout == {{ cookiecutter.shutdown_timeout_seconds }}
+
+
+def test_environment_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PORT", "9999")
+    monkeypatch.setenv("DRAIN_DELAY_SECONDS", "1.5")
+    monkeypatch.setenv("SHUTDOWN_TIMEOUT", "7")
+    settings = Settings()
+    assert (settings.http_port, settings.drain_delay, settings.shutdown_timeout) == (9999, 1.5, 7)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"HTTP_PORT": "http"}, "HTTP_PORT:"),
+        ({"GRPC_PORT": "0"}, "GRPC_PORT:"),
+        ({"SHUTDOWN_TIMEOUT": "0"}, "SHUTDOWN_TIMEOUT:"),
+        ({"DRAIN_DELAY": "9", "SHUTDOWN_TIMEOUT": "9"}, "DRAIN_DELAY (9.0) must be smaller"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT:"),
+    ],
+)
+def test_invalid_values_are_named(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as error:
+        Settings()
+    assert any(expected in line for line in describe_errors(error.value)), describe_errors(
+        error.value
+    )
