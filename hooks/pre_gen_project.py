@@ -188,8 +188,14 @@ def _port_on(name: str, answers: Answers) -> bool:
     return option is None or answers.get(option) == "yes"
 
 
+SHUTDOWN_TIMEOUT = int_between(1, SHUTDOWN_TIMEOUT_MAX)
+
+
 def drain_below_timeout(value: Any, answers: Answers) -> str | None:
-    drain, timeout = as_int(value), as_int(answers.get("shutdown_timeout_seconds"))
+    timeout_value = answers.get("shutdown_timeout_seconds")
+    if SHUTDOWN_TIMEOUT(timeout_value, answers) is not None:
+        return None  # reported on its own row
+    drain, timeout = as_int(value), as_int(timeout_value)
     if drain is None or timeout is None or drain < timeout:
         return None
     return (
@@ -210,7 +216,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("grpc_port", port),
     ("grpc_port", distinct_port("grpc_port")),
     ("drain_delay_seconds", int_between(0)),
-    ("shutdown_timeout_seconds", int_between(1, SHUTDOWN_TIMEOUT_MAX)),
+    ("shutdown_timeout_seconds", SHUTDOWN_TIMEOUT),
     ("drain_delay_seconds", drain_below_timeout),
 ]
 
