@@ -1,0 +1,200 @@
+"""Baking with default and non-default answers: files, rendered answers, replay file."""
+
+from __future__ import annotations
+
+import ast
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    COOKIECUTTER_JSON,
+    REPO_ROOT,
+    VOLATILE_KEYS,
+    check_ok,
+    cookiecutter_cli,
+    text_files,
+    tree,
+)
+
+HOSTILE_TEXT = "x'''; import os; os.chdir('..'); open('pwned', 'w')''' \"\"\" \\ </b> & é"
+
+ANSWER_SETS: dict[str, dict[str, str]] = {
+    "default": {},
+    "billing": {
+        "service_name": "billing-api",
+        "python_version": "3.11",
+        "http_port": "9000",
+        "grpc_port": "9001",
+        "drain_delay_seconds": "0",
+        "shutdown_timeout_seconds": "3",
+    },
+    "no-grpc": {"service_name": "ledger", "use_grpc": "no", "python_version": "3.13"},
+    "no-grpc-same-ports": {"use_grpc": "no", "http_port": "8080", "grpc_port": "8080"},
+    "long-name": {"service_name": "inventory-reconciliation-worker-eu-west1"},
+    "own-package": {"service_name": "payments", "package_name": "pay_core"},
+    "hostile-text": {"description": HOSTILE_TEXT, "author": HOSTILE_TEXT},
+}
+
+
+def expected_answers(overrides: dict[str, str]) -> dict[str, str]:
+    answers = {
+        key: value[0] if isinstance(value, list) else str(value)
+        for key, value in COOKIECUTTER_JSON.items()
+        if not key.startswith("_")
+    }
+    answers.update(overrides)
+    if "package_name" not in overrides:
+        answers["package_name"] = answers["service_name"].replace("-", "_")
+    return answers
+
+
+def grpc_paths(package: str) -> list[str]:
+    return [
+        "proto",
+        "hatch_build.py",
+        f"src/{package}/grpc_server.py",
+        f"src/{package}/v1",
+        "tests/test_shutdown_grpc.py",
+    ]
+
+
+@pytest.fixture(params=list(ANSWER_SETS), scope="module")
+def baked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, str], Path]:
+    """One bake per answer set through the CLI, shared by the checks below."""
+    overrides = ANSWER_SETS[request.param]
+    work = tmp_path_factory.mktemp(f"bake-{request.param}")
+    result = cookiecutter_cli(work / "out", overrides, config_dir=work / "config")
+    check_ok(result, f"cookiecutter {overrides}")
+    answers = expected_answers(overrides)
+    project = work / "out" / answers["service_name"]
+    assert project.is_dir(), list((work / "out").iterdir())
+    assert not (work / "out" / "pwned").exists()
+    assert not list(work.rglob("pwned"))
+    return answers, project
+
+
+def test_bake_default_with_pytest_cookies(cookies: Any) -> None:
+    result = cookies.bake(template=str(REPO_ROOT))
+    assert result.exit_code == 0, result.exception
+    assert result.exception is None
+    project = Path(result.project_path)
+    assert project.name == "orders"
+    assert (project / "src/orders/__main__.py").is_file()
+    assert (project / "src/orders/grpc_server.py").is_file()
+
+
+def test_bake_with_pytest_cookies_integer_answers(cookies: Any) -> None:
+    result = cookies.bake(
+        template=str(REPO_ROOT),
+        extra_context={"http_port": 9100, "grpc_port": 9101, "drain_delay_seconds": 0},
+    )
+    assert result.exit_code == 0, result.exception
+    settings = (Path(result.project_path) / "src/orders/settings.py").read_text(encoding="utf-8")
+    assert "default=9100," in settings
+    assert "default=9101," in settings
+
+
+def test_expected_files(baked: tuple[dict[str, str], Path]) -> None:
+    answers, project = baked
+    package = answers["package_name"]
+    for name in [
+        "pyproject.toml",
+        "README.md",
+        ".gitignore",
+        ".cookiecutter.json",
+        f"src/{package}/__init__.py",
+        f"src/{package}/__main__.py",
+        f"src/{package}/settings.py",
+        f"src/{package}/http_server.py",
+        f"src/{package}/app.py",
+        "tests/test_shutdown_http.py",
+    ]:
+        assert (project / name).is_file(), name
+    grpc = grpc_paths(package)
+    if answers["use_grpc"] == "yes":
+        assert all((project / name).exists() for name in grpc)
+        assert (project / f"proto/{package}/v1/echo.proto").is_file()
+    else:
+        assert [name for name in grpc if (project / name).exists()] == []
+        assert list(project.rglob("*grpc*")) == []
+        pyproject = (project / "pyproject.toml").read_text(encoding="utf-8")
+        assert "grpc" not in pyproject
+        assert "grpc" not in (project / f"src/{package}/app.py").read_text(encoding="utf-8")
+
+
+def test_nothing_left_unrendered(baked: tuple[dict[str, str], Path]) -> None:
+    _, project = baked
+    files = text_files(project)
+    assert len(files) > 10
+    leftovers = [
+        str(path.relative_to(project))
+        for path in files
+        if any(mark in path.read_text(encoding="utf-8") for mark in ("{{", "{%"))
+    ]
+    assert leftovers == []
+    assert [p for p in project.rglob("*") if "{" in p.name] == []
+
+
+def test_python_compiles(baked: tuple[dict[str, str], Path]) -> None:
+    _, project = baked
+    sources = sorted(project.rglob("*.py"))
+    assert sources
+    for path in sources:
+        compile(path.read_text(encoding="utf-8"), str(path), "exec", dont_inherit=True)
+
+
+def test_answers_show_up(baked: tuple[dict[str, str], Path]) -> None:
+    answers, project = baked
+    package = answers["package_name"]
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["name"] == answers["service_name"]
+    assert pyproject["project"]["description"] == answers["description"]
+    assert pyproject["project"]["authors"] == [{"name": answers["author"]}]
+    assert pyproject["project"]["scripts"] == {answers["service_name"]: f"{package}.cli:main"}
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
+        f"src/{package}"
+    ]
+
+    settings = (project / f"src/{package}/settings.py").read_text(encoding="utf-8")
+    assert f"Field(default={answers['http_port']}, ge=1" in settings
+    assert f"Field(default={answers['grpc_port']}, ge=1" in settings
+    assert f"default={answers['drain_delay_seconds']},\n" in settings
+    assert f"default={answers['shutdown_timeout_seconds']},\n" in settings
+
+    init = ast.parse((project / f"src/{package}/__init__.py").read_text(encoding="utf-8"))
+    description = next(
+        node.value
+        for node in init.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "DESCRIPTION"
+    )
+    assert ast.literal_eval(description) == answers["description"]
+    assert answers["service_name"] in (project / "README.md").read_text(encoding="utf-8")
+
+
+def test_replay_file(baked: tuple[dict[str, str], Path]) -> None:
+    answers, project = baked
+    replay = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
+    assert list(replay) == ["cookiecutter"]
+    recorded = replay["cookiecutter"]
+    assert not VOLATILE_KEYS & set(recorded)
+    assert recorded["_template"] == str(REPO_ROOT)
+    assert {k: v for k, v in recorded.items() if not k.startswith("_")} == answers
+
+
+def test_replay_regenerates_the_same_project(
+    baked: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
+    answers, project = baked
+    result = cookiecutter_cli(
+        tmp_path / "again",
+        replay_file=project / ".cookiecutter.json",
+        config_dir=tmp_path / "config",
+    )
+    check_ok(result, "cookiecutter --replay-file .cookiecutter.json")
+    assert tree(tmp_path / "again" / answers["service_name"]) == tree(project)
