@@ -157,9 +157,7 @@ def test_answers_show_up(baked: tuple[dict[str, str], Path]) -> None:
     assert pyproject["project"]["description"] == answers["description"]
     assert pyproject["project"]["authors"] == [{"name": answers["author"]}]
     assert pyproject["project"]["scripts"] == {answers["service_name"]: f"{package}.cli:main"}
-    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
-        f"src/{package}"
-    ]
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [f"src/{package}"]
 
     settings = (project / f"src/{package}/settings.py").read_text(encoding="utf-8")
     assert f"Field(default={answers['http_port']}, ge=1" in settings
