@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,11 +13,32 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+{% if cookiecutter.use_postgres == "yes" %}
+import asyncpg
+{%- endif %}
+{%- if cookiecutter.use_redis == "yes" %}
+import redis.asyncio as redis
+{%- endif %}
+
+from {{ cookiecutter.package_name }}.settings import Settings
 
 PACKAGE = "{{ cookiecutter.package_name }}"
+
+
+def isolated_names() -> dict[str, str]:
+    """A schema, streams and keys of its own, so tests never see each other's data."""
+    tag = uuid.uuid4().hex[:12]
+    return {
+        "DATABASE_SCHEMA": f"test_{tag}",
+        "EVENTS_STREAM": f"test.{tag}.events",
+        "DEAD_LETTER_STREAM": f"test.{tag}.events.dead",
+        "CONSUMER_GROUP": f"test-{tag}",
+        "CACHE_PREFIX": f"test:{tag}:",
+    }
 
 
 def free_port() -> int:
@@ -50,6 +72,7 @@ class Service:
             "LOG_FORMAT": "json",
             "DRAIN_DELAY": "0.5",
             "SHUTDOWN_TIMEOUT": "10",
+            **isolated_names(),
             **env,
         }
         self.lines: list[str] = []
@@ -68,6 +91,16 @@ class Service:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def run_command(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run another subcommand (e.g. `migrate`) with this service's environment."""
+        return subprocess.run(
+            [sys.executable, "-m", PACKAGE, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -146,9 +179,37 @@ class Service:
 def running_service(**env: str) -> Iterator[Service]:
     """A started, ready service; killed (by its own PID) if a test leaves it running."""
     service = Service(**env)
+{%- if cookiecutter.use_postgres == "yes" %}
+    migrated = service.run_command("migrate")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+{%- endif %}
     service.start()
     try:
         service.wait_ready()
         yield service
     finally:
         service.kill()
+        drop_isolated(service.env)
+
+
+def drop_isolated(env: dict[str, str]) -> None:
+    """Remove a test's schema, streams and keys (in a thread: callers may run an event loop)."""
+
+    async def drop() -> None:
+{%- if cookiecutter.use_postgres == "yes" %}
+        url = env.get("DATABASE_URL", Settings.model_fields["database_url"].default)
+        connection = await asyncpg.connect(url)
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{env["DATABASE_SCHEMA"]}" CASCADE')
+        await connection.close()
+{%- endif %}
+{%- if cookiecutter.use_redis == "yes" %}
+        redis_url = env.get("REDIS_URL", Settings.model_fields["redis_url"].default)
+        client = redis.Redis.from_url(redis_url)
+        keys = [key async for key in client.scan_iter(match=f"{env['CACHE_PREFIX']}*")]
+        await client.delete(env["EVENTS_STREAM"], env["DEAD_LETTER_STREAM"], *keys)
+        await client.aclose()
+{%- endif %}
+
+    worker = threading.Thread(target=asyncio.run, args=(drop(),))
+    worker.start()
+    worker.join(timeout=30)

@@ -2,20 +2,63 @@
 
 from __future__ import annotations
 
-{% if cookiecutter.use_grpc == "yes" -%}
-from .grpc_server import GrpcServer
+{% if cookiecutter.use_consumer == "yes" -%}
+from .consumer import StreamConsumer
 {% endif -%}
-from .http_server import HttpServer
+{% if cookiecutter.use_postgres == "yes" -%}
+from .db import PostgresPool
+{% endif -%}
+{% if cookiecutter.use_grpc == "yes" -%}
+from .grpc_server import GrpcServer, GrpcService
+{% endif -%}
+from .http_server import HttpRoutes, HttpServer
+{% if cookiecutter.use_postgres == "yes" -%}
+from .items import ITEM_CREATED, ItemStore, on_item_created
+{% if cookiecutter.use_grpc == "yes" -%}
+from .items_grpc import item_service
+{% endif -%}
+from .items_http import item_routes
+{% endif -%}
 from .lifecycle import Component
+{% if cookiecutter.use_postgres == "yes" -%}
+from .outbox import OutboxRelay
+{% endif -%}
 from .readiness import Readiness
+{% if cookiecutter.use_redis == "yes" -%}
+from .redis_client import RedisClient
+{% endif -%}
 from .settings import Settings
 
 
 def build_components(settings: Settings, readiness: Readiness) -> list[Component]:
-    """Started in this order, closed in reverse; dependencies (pools) go before servers."""
-    return [
-        HttpServer(settings, readiness),
+    """Started in this order, closed in reverse: dependencies first, servers last."""
+    components: list[Component] = []
+    http_routes: list[HttpRoutes] = []
 {%- if cookiecutter.use_grpc == "yes" %}
-        GrpcServer(settings, readiness),
+    grpc_services: list[GrpcService] = []
 {%- endif %}
-    ]
+{%- if cookiecutter.use_postgres == "yes" %}
+    db = PostgresPool(settings, readiness)
+    components.append(db)
+{%- endif %}
+{%- if cookiecutter.use_redis == "yes" %}
+    redis = RedisClient(settings, readiness)
+    components.append(redis)
+{%- endif %}
+{%- if cookiecutter.use_postgres == "yes" %}
+    items = ItemStore(db, redis, settings)
+    components.append(OutboxRelay(db, redis, settings))
+    http_routes.append(item_routes(items))
+{%- if cookiecutter.use_grpc == "yes" %}
+    grpc_services.append(item_service(items, settings))
+{%- endif %}
+{%- endif %}
+{%- if cookiecutter.use_consumer == "yes" %}
+    components.append(StreamConsumer(db, redis, settings, {ITEM_CREATED: on_item_created}))
+{%- endif %}
+
+    components.append(HttpServer(settings, readiness, http_routes))
+{%- if cookiecutter.use_grpc == "yes" %}
+    components.append(GrpcServer(settings, readiness, grpc_services))
+{%- endif %}
+    return components

@@ -13,6 +13,9 @@ from . import DESCRIPTION
 from .app import build_components
 from .lifecycle import ExitCode, Lifecycle
 from .logs import configure_logging, flush_logs, log
+{%- if cookiecutter.use_postgres == "yes" %}
+from .migrations import migrate
+{%- endif %}
 from .readiness import Readiness
 from .settings import Settings, describe_errors
 
@@ -43,15 +46,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="{{ cookiecutter.package_name }}",
         description=f"{DESCRIPTION} Configured by environment variables (see README).",
     )
-    parser.parse_args(argv)
+{%- if cookiecutter.use_postgres == "yes" %}
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the service (the default)")
+    commands.add_parser("migrate", help="apply pending database migrations, then exit")
+{%- endif %}
+    arguments = parser.parse_args(argv)
     settings = load_settings()
     if settings is None:
         return ExitCode.CONFIG
     configure_logging(settings.log_level, settings.log_format)
     try:
+{%- if cookiecutter.use_postgres == "yes" %}
+        if arguments.command == "migrate":
+            asyncio.run(migrate(settings))
+            code = ExitCode.OK
+        else:
+            code = asyncio.run(serve(settings))
+{%- else %}
         code = asyncio.run(serve(settings))
+{%- endif %}
     except Exception:
-        log.exception("service_crashed")
+        log.exception("command_failed")
         code = ExitCode.ERROR
     log.info("exit", exit_code=int(code))
     flush_logs()

@@ -9,17 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 
+from .errors import InvalidArgumentError
+
 MAX_MESSAGE_CHARS = 4096
 _INTEGER = re.compile(r"\s*-?[0-9]{1,12}\s*")
-
-
-class InvalidArgumentError(ValueError):
-    """Bad input from the caller: HTTP 400 / gRPC INVALID_ARGUMENT, naming the field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def check_message(message: object) -> str:

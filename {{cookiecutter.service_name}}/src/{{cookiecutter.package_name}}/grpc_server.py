@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .echo import InvalidArgumentError, check_delay_ms, check_message, echo
+from .echo import check_delay_ms, check_message, echo
+from .errors import ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
@@ -106,8 +107,11 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             request_id = await self._begin(context)
             with self.unary.track(f"grpc {_method(behavior)} request_id={request_id}"):
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
+                try:
+                    result = behavior(request, context)
+                    return await result if inspect.isawaitable(result) else result
+                except (ServiceError, TimeoutError) as error:
+                    await _abort_for(context, error)
 
         return unary
 
@@ -124,6 +128,8 @@ class RpcTracker(grpc.aio.ServerInterceptor):
                     result = behavior(request, context)
                     if inspect.isawaitable(result):
                         await result
+                except (ServiceError, TimeoutError) as error:
+                    await _abort_for(context, error)
                 except asyncio.CancelledError:
                     if not state.ended_by_server:
                         raise
@@ -153,6 +159,8 @@ class RpcTracker(grpc.aio.ServerInterceptor):
                             state.in_handler = False
                         yield reply
                     _end_unavailable(context)
+                except (ServiceError, TimeoutError) as error:
+                    await _abort_for(context, error)
                 except asyncio.CancelledError:
                     if not state.ended_by_server:
                         raise
@@ -175,6 +183,15 @@ def _method(behavior: Behavior) -> str:
     return getattr(behavior, "__qualname__", repr(behavior))
 
 
+async def _abort_for(
+    context: grpc.aio.ServicerContext[Any, Any], error: ServiceError | TimeoutError
+) -> NoReturn:
+    """Handlers raise ServiceError (or time out); the client gets the matching status."""
+    if isinstance(error, ServiceError):
+        await context.abort(grpc.StatusCode[error.grpc_code], str(error))
+    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+
 def _end_unavailable(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     context.set_code(grpc.StatusCode.UNAVAILABLE)
     context.set_details(SHUTTING_DOWN)
@@ -191,11 +208,8 @@ class EchoService(echo_pb2_grpc.EchoServiceServicer):
         request: echo_pb2.EchoRequest,
         context: grpc.aio.ServicerContext[echo_pb2.EchoRequest, echo_pb2.EchoResponse],
     ) -> echo_pb2.EchoResponse:
-        try:
-            message = check_message(request.message)
-            delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
-        except InvalidArgumentError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        message = check_message(request.message)
+        delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
         return echo_pb2.EchoResponse(message=await echo(message, delay_ms), sequence=1)
 
     async def EchoStream(  # noqa: N802 - names come from the proto
@@ -203,22 +217,24 @@ class EchoService(echo_pb2_grpc.EchoServiceServicer):
         request: echo_pb2.EchoStreamRequest,
         context: grpc.aio.ServicerContext[echo_pb2.EchoStreamRequest, echo_pb2.EchoResponse],
     ) -> AsyncIterator[echo_pb2.EchoResponse]:
-        try:
-            message = check_message(request.message)
-            delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
-        except InvalidArgumentError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        message = check_message(request.message)
+        delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
         sequence = 0
         while request.count == 0 or sequence < request.count:
             sequence += 1
             yield echo_pb2.EchoResponse(message=await echo(message, delay_ms), sequence=sequence)
 
 
-SERVICE_NAMES = (
-    echo_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name,
-    health.SERVICE_NAME,
-    reflection.SERVICE_NAME,
-)
+GrpcService = Callable[[grpc.aio.Server], str]
+"""Registers one servicer on the server and returns the service's full name."""
+
+
+def echo_service(settings: Settings) -> GrpcService:
+    def register(server: grpc.aio.Server) -> str:
+        echo_pb2_grpc.add_EchoServiceServicer_to_server(EchoService(settings), server)
+        return str(echo_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name)
+
+    return register
 
 
 class GrpcServer(Component):
@@ -226,7 +242,12 @@ class GrpcServer(Component):
 
     name = "grpc"
 
-    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        readiness: Readiness,
+        services: Sequence[GrpcService] = (),
+    ) -> None:
         self._settings = settings
         self._tracker = RpcTracker()
         self._health = health.aio.HealthServicer()
@@ -235,9 +256,10 @@ class GrpcServer(Component):
             # Without this, a second process could bind the same port and split the traffic.
             options=[("grpc.so_reuseport", 0)],
         )
-        echo_pb2_grpc.add_EchoServiceServicer_to_server(EchoService(settings), self._server)
+        names = [register(self._server) for register in (echo_service(settings), *services)]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(SERVICE_NAMES, self._server)
+        self.service_names = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(self.service_names, self._server)
         self._stopping: asyncio.Task[None] | None = None
         self.port = settings.grpc_port
         readiness.subscribe(self._mirror_readiness)
@@ -251,7 +273,7 @@ class GrpcServer(Component):
             if ready
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for service in ("", *SERVICE_NAMES):
+        for service in ("", *self.service_names):
             await self._health.set(service, status)
 
     async def start(self) -> None:

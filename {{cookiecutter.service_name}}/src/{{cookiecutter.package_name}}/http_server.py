@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .echo import InvalidArgumentError, check_delay_ms, check_message, echo
+from .echo import check_delay_ms, check_message, echo
+from .errors import InvalidArgumentError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
@@ -45,8 +47,10 @@ def request_middleware(readiness: Readiness, in_flight: InFlight) -> Any:
         with in_flight.track(name), structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 response = await handler(request)
-            except InvalidArgumentError as error:
-                response = error_response(400, error.problem, error.field)
+            except ServiceError as error:
+                response = error_response(error.http_status, error.message, error.field)
+            except TimeoutError:
+                response = error_response(504, "deadline exceeded")
             except web.HTTPException as error:
                 if error.status < 400:
                     response = web.Response(status=error.status, headers=error.headers)
@@ -90,21 +94,36 @@ async def echo_get(request: web.Request) -> web.Response:
     return web.json_response({"msg": await echo(message, delay_ms)})
 
 
-async def echo_post(request: web.Request) -> web.Response:
-    """`POST /v1/echo` with `{"msg": TEXT, "delay_ms": N}`: the same, for JSON bodies."""
-    settings = request.app[SETTINGS]
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming the body."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidArgumentError("body", f"not valid JSON ({error})") from error
     if not isinstance(body, dict):
         raise InvalidArgumentError("body", "must be a JSON object")
+    return body
+
+
+async def echo_post(request: web.Request) -> web.Response:
+    """`POST /v1/echo` with `{"msg": TEXT, "delay_ms": N}`: the same, for JSON bodies."""
+    settings = request.app[SETTINGS]
+    body = await read_json_object(request)
     message = check_message(body.get("msg", ""))
     delay_ms = check_delay_ms(body.get("delay_ms", 0), settings.echo_max_delay_ms)
     return web.json_response({"msg": await echo(message, delay_ms)})
 
 
-def create_app(settings: Settings, readiness: Readiness, in_flight: InFlight) -> web.Application:
+HttpRoutes = Callable[[web.Application], None]
+"""Adds a feature's routes (and what its handlers need) to the application."""
+
+
+def create_app(
+    settings: Settings,
+    readiness: Readiness,
+    in_flight: InFlight,
+    features: Sequence[HttpRoutes] = (),
+) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_request_body_bytes,
         middlewares=[request_middleware(readiness, in_flight)],
@@ -115,6 +134,8 @@ def create_app(settings: Settings, readiness: Readiness, in_flight: InFlight) ->
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/echo", echo_get)
     app.router.add_post("/v1/echo", echo_post)
+    for add_routes in features:
+        add_routes(app)
     return app
 
 
@@ -123,10 +144,15 @@ class HttpServer(Component):
 
     name = "http"
 
-    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        readiness: Readiness,
+        features: Sequence[HttpRoutes] = (),
+    ) -> None:
         self._settings = settings
         self._in_flight = InFlight()
-        app = create_app(settings, readiness, self._in_flight)
+        app = create_app(settings, readiness, self._in_flight, features)
         # Our own phases bound the drain; aiohttp's timeout only bounds the final cleanup.
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0

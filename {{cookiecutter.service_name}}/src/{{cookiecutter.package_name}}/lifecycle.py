@@ -40,6 +40,8 @@ class ExitCode(enum.IntEnum):
     """SHUTDOWN_TIMEOUT passed; the work still running was cancelled and logged."""
     FORCED = 5
     """A second SIGTERM/SIGINT forced an immediate exit."""
+    FAILED = 6
+    """A component's background task failed while serving; the service shut itself down."""
 
 
 class Component:
@@ -50,6 +52,17 @@ class Component:
     """
 
     name = "component"
+    _on_failure: Callable[[Component, BaseException], None] | None = None
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run a background task of this component; if it fails, the service shuts down."""
+        task = asyncio.create_task(coroutine, name=f"{self.name}.{name}")
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) and self._on_failure:
+            self._on_failure(self, error)
 
     async def start(self) -> None:
         """Bind, connect, spawn. Raise to abort start-up (exit code START_FAILED)."""
@@ -133,6 +146,9 @@ class Lifecycle:
         exit_now: Callable[[int], NoReturn] = os._exit,
     ) -> None:
         self._components = list(components)
+        for component in self._components:
+            component._on_failure = self._component_failed
+        self._failure: str | None = None
         self._readiness = readiness
         self._drain_delay = drain_delay
         self._shutdown_timeout = shutdown_timeout
@@ -164,8 +180,17 @@ class Lifecycle:
             log.error("forced_exit", signal=name, exit_code=int(ExitCode.FORCED))
             flush_logs()
             self._exit_now(ExitCode.FORCED)
-        self._stop_requested_at = asyncio.get_running_loop().time()
         log.info("shutdown_requested", signal=name, shutdown_timeout_s=self._shutdown_timeout)
+        self._begin_stop()
+
+    def _component_failed(self, component: Component, error: BaseException) -> None:
+        log.error("component_failed", component=component.name, error=str(error) or repr(error))
+        if self._stop_requested_at is None:
+            self._failure = component.name
+            self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        self._stop_requested_at = asyncio.get_running_loop().time()
         self._start_watchdog()
         self._stop_requested.set()
 
@@ -191,27 +216,26 @@ class Lifecycle:
             starting = asyncio.create_task(self._start_all(), name="lifecycle.start")
             stop = asyncio.create_task(self._stop_requested.wait(), name="lifecycle.wait")
             await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():  # signalled during start-up: never ready, so no drain delay
+            if not starting.done():  # stopped during start-up: never ready, so no drain delay
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)
-                return await self.shutdown(drain_delay=0.0)
+                code = await self.shutdown(drain_delay=0.0)
+                return ExitCode.START_FAILED if self._failure else code
             if error := starting.exception():
                 stop.cancel()
                 failed = self._components[len(self._started)].name
                 log.error("start_failed", component=failed, error=str(error) or repr(error))
-                self.request_stop_silently()
+                self._begin_stop()
                 await self.shutdown(drain_delay=0.0)
                 return ExitCode.START_FAILED
-            log.info("service_ready", components=[c.name for c in self._started])
+            log.info("service_started", components=[c.name for c in self._started])
             await stop
-            return await self.shutdown(drain_delay=self._drain_delay)
+            code = await self.shutdown(drain_delay=self._drain_delay)
+            if self._failure:  # not ready yet: start-up failed; ready before: failed while serving
+                return ExitCode.FAILED if self._readiness.was_ready else ExitCode.START_FAILED
+            return code
         finally:
             self._watchdog_disarmed.set()
-
-    def request_stop_silently(self) -> None:
-        if self._stop_requested_at is None:
-            self._stop_requested_at = asyncio.get_running_loop().time()
-            self._stop_requested.set()
 
     async def _start_all(self) -> None:
         for component in self._components:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from .logs import log
+
 ReadinessListener = Callable[[bool, bool], Awaitable[None]]
 """Called with (ready, shutting_down) whenever either changes."""
 
@@ -14,6 +16,9 @@ class Readiness:
 
     def __init__(self) -> None:
         self._started = False
+        self.was_ready = False
+        self._last_reported = False
+        """Whether the service has ever been ready (a failure before that is a failed start)."""
         self._shutting_down = False
         self._waiting_for: set[str] = set()
         self._listeners: list[ReadinessListener] = []
@@ -58,4 +63,8 @@ class Readiness:
 
     async def _notify(self) -> None:
         ready, shutting_down = self.ready, self._shutting_down
+        if ready != self._last_reported:
+            self._last_reported = ready
+            log.info("readiness_changed", ready=ready, reason=self.reason())
+        self.was_ready = self.was_ready or ready
         await asyncio.gather(*(listener(ready, shutting_down) for listener in self._listeners))

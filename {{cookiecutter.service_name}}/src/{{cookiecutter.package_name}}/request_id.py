@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
+import structlog
+
 HTTP_HEADER = "X-Request-ID"
 GRPC_METADATA_KEY = "x-request-id"
 
@@ -18,3 +20,8 @@ def request_id_from(value: str | bytes | None) -> str:
     if value and _ACCEPTED.fullmatch(value):
         return value
     return uuid.uuid4().hex
+
+
+def current_request_id() -> str:
+    """The id bound to the request or RPC being served ('' outside of one)."""
+    return str(structlog.contextvars.get_contextvars().get("request_id", ""))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+{% if cookiecutter.use_consumer == "yes" -%}
+import socket
+{% endif -%}
 from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, model_validator
@@ -36,6 +39,53 @@ class Settings(BaseSettings):
 
     echo_max_delay_ms: int = Field(default=60_000, ge=0)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1)
+    request_timeout: float = Field(
+        default=10.0, gt=0, description="Budget of an HTTP request for its database/Redis calls."
+    )
+    dependency_connect_timeout: float = Field(
+        default=120.0, gt=0, description="Give up connecting to a dependency after this long."
+    )
+    dependency_max_backoff: float = Field(default=5.0, gt=0)
+{%- if cookiecutter.use_postgres == "yes" %}
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/test"
+    database_schema: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    db_pool_min_size: int = Field(default=2, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    db_command_timeout: float = Field(default=30.0, gt=0)
+    db_close_timeout: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        return self
+{%- endif %}
+{%- if cookiecutter.use_redis == "yes" %}
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_socket_timeout: float = Field(default=5.0, gt=0)
+    events_stream: str = Field(default="{{ cookiecutter.service_name }}.events", min_length=1)
+    cache_ttl_seconds: int = Field(default=300, ge=1)
+    cache_prefix: str = "{{ cookiecutter.service_name }}:"
+    outbox_poll_interval: float = Field(default=0.2, gt=0)
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+{%- endif %}
+{%- if cookiecutter.use_consumer == "yes" %}
+
+    consumer_group: str = Field(default="{{ cookiecutter.service_name }}", min_length=1)
+    consumer_name: str = Field(default_factory=socket.gethostname, min_length=1)
+    consumer_concurrency: int = Field(default=8, ge=1, le=1024)
+    consumer_batch_size: int = Field(default=64, ge=1, le=10_000)
+    consumer_block_ms: int = Field(default=2000, ge=1)
+    consumer_claim_idle_ms: int = Field(default=30_000, ge=1)
+    consumer_max_deliveries: int = Field(default=5, ge=1)
+    dead_letter_stream: str = Field(
+        default="{{ cookiecutter.service_name }}.events.dead",
+        min_length=1,
+    )
+{%- endif %}
 
     @model_validator(mode="after")
     def _drain_fits_in_timeout(self) -> Settings:
@@ -45,6 +95,17 @@ class Settings(BaseSettings):
                 f"SHUTDOWN_TIMEOUT ({self.shutdown_timeout})"
             )
         return self
+{%- if cookiecutter.use_consumer == "yes" %}
+
+    @model_validator(mode="after")
+    def _block_below_socket_timeout(self) -> Settings:
+        if self.consumer_block_ms / 1000 >= self.redis_socket_timeout:
+            raise ValueError(
+                f"CONSUMER_BLOCK_MS ({self.consumer_block_ms}) must stay below "
+                f"REDIS_SOCKET_TIMEOUT ({self.redis_socket_timeout} s)"
+            )
+        return self
+{%- endif %}
 
 
 def describe_errors(error: ValidationError) -> list[str]:

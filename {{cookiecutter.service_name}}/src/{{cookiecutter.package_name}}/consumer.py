@@ -1,0 +1,299 @@
+"""A Redis Streams consumer-group worker with exactly-once effects in Postgres.
+
+Delivery is at-least-once; effects are exactly-once because each event's id is inserted into
+`processed_events` in the same transaction as its effect, and XACK follows the COMMIT. On start
+the worker re-reads its own pending entries (same consumer name across restarts, e.g. the pod's
+hostname), then regularly XAUTOCLAIMs entries idle too long in dead consumers. After
+CONSUMER_MAX_DELIVERIES failed deliveries a message moves to the dead-letter stream, with the
+error, in one MULTI/EXEC together with its XACK.
+
+Shutdown: stop reading (a blocked XREADGROUP is the only thing ever cancelled early), finish the
+messages in hand, ack only what committed; whatever was not acked stays pending for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import redis.asyncio as redis
+import structlog
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
+
+from .db import Connection, PostgresPool
+from .dependency import DependencyUnavailableError
+from .inflight import InFlight
+from .lifecycle import Component
+from .logs import log
+from .redis_client import RedisClient
+from .settings import Settings
+
+EffectHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
+"""Applies one event's effect inside the consumer's transaction."""
+
+Message = tuple[str, dict[str, str]]
+
+TRANSIENT_ERRORS = (
+    OSError,
+    TimeoutError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    DependencyUnavailableError,
+)
+"""Infrastructure failures: never a reason to dead-letter a message."""
+
+
+class StreamConsumer(Component):
+    name = "consumer"
+
+    def __init__(
+        self,
+        db: PostgresPool,
+        redis_client: RedisClient,
+        settings: Settings,
+        handlers: Mapping[str, EffectHandler],
+    ) -> None:
+        self._db = db
+        self._redis = redis_client
+        self._settings = settings
+        self._handlers = dict(handlers)
+        self._stream = settings.events_stream
+        self._group = settings.consumer_group
+        self._consumer = settings.consumer_name
+        self._in_flight = InFlight()
+        self._slots = asyncio.Semaphore(settings.consumer_concurrency)
+        self._stopping = False
+        self._waiting_for_messages = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self.processed = 0
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        self._loop_task = self.spawn(self._run(), "loop")
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        recovered = False
+        next_claim = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                client = self._redis.client
+                self._db.ensure_available()
+                if not recovered:  # our own pending entries first: they were ours when we died
+                    await self._ensure_group(client)
+                    await self._process_own_pending(client)
+                    recovered = True
+                if loop.time() >= next_claim:
+                    await self._claim_abandoned(client)
+                    next_claim = loop.time() + self._settings.consumer_claim_idle_ms / 2000
+                messages = await self._read_new(client)
+                await self._process(messages, fresh=True)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                _uncancel()  # our own cancel of a blocked read: stop quietly
+            except DependencyUnavailableError:
+                await asyncio.sleep(0.1)  # still connecting
+            except ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                log.warning("consumer_group_missing", stream=self._stream, group=self._group)
+                recovered = False  # the stream or group vanished (Redis lost data): recreate
+            except TRANSIENT_ERRORS as error:
+                reason = str(error) or repr(error)
+                log.warning("consumer_backing_off", error=reason, retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        log.info("consumer_stopped", processed=self.processed, dead_lettered=self.dead_lettered)
+
+    async def _ensure_group(self, client: redis.Redis) -> None:
+        try:
+            await client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def _read_new(self, client: redis.Redis) -> list[Message]:
+        """Block for new messages; the only await that shutdown may cancel."""
+        self._waiting_for_messages = True
+        try:
+            reply = await client.xreadgroup(
+                self._group,
+                self._consumer,
+                {self._stream: ">"},
+                count=self._settings.consumer_batch_size,
+                block=self._settings.consumer_block_ms,
+            )
+        finally:
+            self._waiting_for_messages = False
+        return _messages(reply)
+
+    async def _process_own_pending(self, client: redis.Redis) -> None:
+        last_id = "0"
+        while not self._stopping:
+            reply = await client.xreadgroup(
+                self._group,
+                self._consumer,
+                {self._stream: last_id},
+                count=self._settings.consumer_batch_size,
+            )
+            messages = _messages(reply)
+            if not messages:
+                return
+            log.info("consumer_recovering_pending", count=len(messages))
+            await self._process(messages, fresh=False)
+            last_id = messages[-1][0]
+
+    async def _claim_abandoned(self, client: redis.Redis) -> None:
+        start = "0-0"
+        while not self._stopping:
+            reply = await client.xautoclaim(
+                self._stream,
+                self._group,
+                self._consumer,
+                min_idle_time=self._settings.consumer_claim_idle_ms,
+                start_id=start,
+                count=self._settings.consumer_batch_size,
+            )
+            start, claimed = reply[0], [(mid, fields) for mid, fields in reply[1] if fields]
+            if claimed:
+                log.info("consumer_claimed", count=len(claimed))
+                await self._process(claimed, fresh=False)
+            if start == "0-0":
+                return
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    async def _process(self, messages: list[Message], *, fresh: bool) -> None:
+        """Handle a batch with bounded concurrency; waits for all of it (never abandons it)."""
+        if not messages:
+            return
+        deliveries = {mid: 1 for mid, _ in messages} if fresh else await self._deliveries(messages)
+        await asyncio.gather(
+            *(self._handle(mid, fields, deliveries.get(mid, 1)) for mid, fields in messages)
+        )
+
+    async def _deliveries(self, messages: list[Message]) -> dict[str, int]:
+        entries = await self._redis.client.xpending_range(
+            self._stream,
+            self._group,
+            min=messages[0][0],
+            max=messages[-1][0],
+            count=len(messages),
+            consumername=self._consumer,
+        )
+        return {str(entry["message_id"]): int(entry["times_delivered"]) for entry in entries}
+
+    async def _handle(self, message_id: str, fields: dict[str, str], deliveries: int) -> None:
+        async with self._slots:
+            event_type = fields.get("type", "?")
+            with (
+                self._in_flight.track(f"consume {event_type} {message_id}"),
+                structlog.contextvars.bound_contextvars(message_id=message_id),
+            ):
+                try:
+                    await self._apply(message_id, fields)
+                    await self._redis.client.xack(self._stream, self._group, message_id)
+                    self.processed += 1
+                except TRANSIENT_ERRORS as error:
+                    # Stays pending: redelivered once dependencies are back (a committed effect
+                    # is then a no-op and only the ack is repeated).
+                    log.warning("consume_failed_transient", error=str(error) or repr(error))
+                except Exception as error:
+                    if deliveries < self._settings.consumer_max_deliveries:
+                        log.warning("consume_failed", deliveries=deliveries, error=repr(error))
+                        return
+                    try:
+                        await self._dead_letter(message_id, fields, error, deliveries)
+                    except TRANSIENT_ERRORS as failure:
+                        log.warning("dead_letter_failed", error=str(failure) or repr(failure))
+
+    async def _apply(self, message_id: str, fields: dict[str, str]) -> None:
+        """The effect and the event's id, committed together; a duplicate is a no-op."""
+        event_type = fields.get("type", "")
+        handler = self._handlers.get(event_type)
+        if handler is None:
+            raise ValueError(f"no handler for event type {event_type!r}")
+        payload = json.loads(fields.get("payload", "null"))
+        if not isinstance(payload, dict):
+            raise ValueError("payload is not a JSON object")
+        if request_id := payload.get("request_id"):
+            structlog.contextvars.bind_contextvars(request_id=str(request_id))
+        async with self._db.transaction() as connection:
+            first_time = await connection.fetchval(
+                "INSERT INTO processed_events (event_id, message_id, event_type)"
+                " VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING RETURNING true",
+                fields.get("event_id") or _synthetic_event_id(message_id),
+                message_id,
+                event_type,
+            )
+            if first_time:
+                await handler(connection, payload)
+
+    async def _dead_letter(
+        self, message_id: str, fields: dict[str, str], error: Exception, deliveries: int
+    ) -> None:
+        """Copy to the dead-letter stream and ack, atomically (MULTI/EXEC)."""
+        async with self._redis.client.pipeline(transaction=True) as pipe:
+            entry: dict[FieldT, EncodableT] = {key: value for key, value in fields.items()}
+            entry |= {
+                "original_id": message_id,
+                "original_stream": self._stream,
+                "error": repr(error)[:2000],
+                "deliveries": str(deliveries),
+            }
+            pipe.xadd(self._settings.dead_letter_stream, entry)
+            pipe.xack(self._stream, self._group, message_id)
+            await pipe.execute()
+        self.dead_lettered += 1
+        log.error("consume_dead_lettered", deliveries=deliveries, error=repr(error))
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def close_listeners(self) -> None:
+        """Stop reading. A blocked XREADGROUP is cancelled (anything it was about to deliver
+        stays pending for this consumer); a batch being processed is never interrupted."""
+        self._stopping = True
+        if self._waiting_for_messages and self._loop_task is not None:
+            self._loop_task.cancel()
+
+    async def drain(self) -> None:
+        await self._in_flight.wait_idle()
+
+    async def stop_tasks(self) -> None:
+        self._stopping = True
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+
+    def unfinished(self) -> list[asyncio.Task[object]]:
+        return self._in_flight.tasks()
+
+
+def _messages(reply: Any) -> list[Message]:
+    """XREADGROUP's reply as [(id, fields)], skipping entries deleted from the stream."""
+    if not reply:
+        return []
+    entries = reply[0][1]  # [[stream, [(id, fields), ...]]]
+    return [(str(mid), dict(fields)) for mid, fields in entries if fields]
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+def _synthetic_event_id(message_id: str) -> str:
+    """Events published without an event_id dedupe on their stream id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"redis-stream-message:{message_id}"))

@@ -1,0 +1,64 @@
+"""PostgreSQL: the asyncpg pool as a component. Connects in the background, closes last."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeAlias
+
+import asyncpg
+
+from .dependency import Dependency
+from .logs import log
+from .readiness import Readiness
+from .settings import Settings
+
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+"""A connection checked out of the pool (what handlers and effects receive)."""
+
+
+class PostgresPool(Dependency):
+    """An asyncpg pool: not ready until connected; closed in the last phase, bounded."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+        super().__init__(settings, readiness, settings.database_url)
+        self._pool: asyncpg.Pool | None = None
+
+    async def connect(self) -> None:
+        settings = self._settings
+        self._pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            timeout=settings.db_connect_timeout,
+            command_timeout=settings.db_command_timeout,
+            server_settings={"search_path": settings.database_schema},
+        )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool; DependencyUnavailableError (503) while connecting or closing."""
+        self.ensure_available()
+        assert self._pool is not None
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A pooled connection inside a transaction (committed on success, else rolled back)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            yield connection
+
+    async def disconnect(self) -> None:
+        """Graceful close within its budget, then terminate, naming what was still checked out."""
+        pool = self._pool
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._settings.db_close_timeout)
+        except TimeoutError:
+            busy = pool.get_size() - pool.get_idle_size()
+            log.warning("postgres_pool_terminated", connections_checked_out=busy)
+            pool.terminate()

@@ -1,0 +1,39 @@
+"""Errors a handler raises on purpose, each with its HTTP status and gRPC code.
+
+The HTTP middleware and the gRPC interceptor translate them, so handlers never build error
+responses themselves and bad input never becomes a 500.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+        self.field = field
+
+
+class InvalidArgumentError(ServiceError):
+    """Bad input from the caller; `field` names what to fix."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem, field)
+
+
+class NotFoundError(ServiceError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class UnavailableError(ServiceError):
+    """A dependency is not connected yet, or is closing: retry elsewhere or later."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"

@@ -1,0 +1,41 @@
+"""HTTP routes of the items example: `POST /v1/items`, `GET /v1/items/{id}`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from .http_server import SETTINGS, HttpRoutes, read_json_object
+from .items import Item, ItemStore, parse_idempotency_key, parse_item_id, parse_new_item
+from .request_id import current_request_id
+
+ITEMS = web.AppKey("items", ItemStore)
+
+
+def _json(item: Item, status: int) -> web.Response:
+    return web.json_response(item.model_dump(mode="json"), status=status)
+
+
+async def create_item(request: web.Request) -> web.Response:
+    """201 with the new item; 200 with the original one for a repeated `Idempotency-Key`."""
+    new = parse_new_item(await read_json_object(request))
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    async with asyncio.timeout(request.app[SETTINGS].request_timeout):
+        item, created = await request.app[ITEMS].create(new, key, current_request_id())
+    return _json(item, 201 if created else 200)
+
+
+async def get_item(request: web.Request) -> web.Response:
+    item_id = parse_item_id(request.match_info["item_id"])
+    async with asyncio.timeout(request.app[SETTINGS].request_timeout):
+        return _json(await request.app[ITEMS].get(item_id), 200)
+
+
+def item_routes(store: ItemStore) -> HttpRoutes:
+    def add_routes(app: web.Application) -> None:
+        app[ITEMS] = store
+        app.router.add_post("/v1/items", create_item)
+        app.router.add_get("/v1/items/{item_id}", get_item)
+
+    return add_routes

@@ -1,0 +1,65 @@
+"""Schema migrations: `python -m {{ cookiecutter.package_name }} migrate`, never implicitly at start.
+
+Versioned SQL files in `migrations/` are applied once each, in order, each in its own transaction,
+under a Postgres advisory lock so that replicas (or Jobs) started together apply them one at a time.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import asyncpg
+
+from .dependency import redact_url
+from .logs import log
+from .settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS_DIR.glob("*.sql"))
+
+
+async def migrate(settings: Settings) -> list[str]:
+    """Apply the pending migrations; returns the versions applied now."""
+    schema = settings.database_schema  # validated as a plain identifier by Settings
+    lock_key = zlib.crc32(f"{{ cookiecutter.package_name }}.migrations.{schema}".encode())
+    connection = await asyncpg.connect(
+        settings.database_url,
+        timeout=settings.db_connect_timeout,
+        server_settings={"search_path": schema},
+    )
+    applied_now: list[str] = []
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", lock_key)
+        try:
+            await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            rows = await connection.fetch("SELECT version FROM schema_migrations")
+            done = {row["version"] for row in rows}
+            for path in migration_files():
+                if path.stem in done:
+                    continue
+                async with connection.transaction():
+                    await connection.execute(path.read_text(encoding="utf-8"))
+                    await connection.execute(
+                        "INSERT INTO schema_migrations (version) VALUES ($1)", path.stem
+                    )
+                applied_now.append(path.stem)
+                log.info("migration_applied", version=path.stem, schema=schema)
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock($1)", lock_key)
+    finally:
+        await connection.close()
+    log.info(
+        "migrations_done",
+        url=redact_url(settings.database_url),
+        schema=schema,
+        applied=applied_now,
+    )
+    return applied_now

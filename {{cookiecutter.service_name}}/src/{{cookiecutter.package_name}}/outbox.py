@@ -1,0 +1,89 @@
+"""The outbox relay: publishes committed events from Postgres to their Redis stream.
+
+Rows are taken with `FOR UPDATE SKIP LOCKED` (replicas share the work), published with XADD and
+deleted in the same transaction. A crash after XADD but before COMMIT publishes the event again
+later: consumers dedupe on `event_id`, so effects still happen once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from .db import PostgresPool
+from .dependency import DependencyUnavailableError
+from .lifecycle import Component
+from .logs import log
+from .redis_client import RedisClient
+from .settings import Settings
+
+
+class OutboxRelay(Component):
+    name = "outbox"
+
+    def __init__(self, db: PostgresPool, redis: RedisClient, settings: Settings) -> None:
+        self._db = db
+        self._redis = redis
+        self._settings = settings
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    async def start(self) -> None:
+        self._task = self.spawn(self._run(), "relay")
+
+    async def _run(self) -> None:
+        interval = self._settings.outbox_poll_interval
+        while not self._stop.is_set():
+            try:
+                moved = await self.publish_batch()
+            except DependencyUnavailableError:
+                moved = 0  # still connecting
+            except Exception as error:  # a dependency is down: retry after a pause
+                log.warning("outbox_publish_failed", error=str(error) or repr(error))
+                moved = 0
+                interval = min(interval * 2, 5.0)
+            else:
+                interval = self._settings.outbox_poll_interval
+            if moved < self._settings.outbox_batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), interval)
+
+    async def publish_batch(self) -> int:
+        """Publish (and delete) up to OUTBOX_BATCH_SIZE events; returns how many."""
+        redis = self._redis.client
+        async with self._db.transaction() as connection:
+            rows = await connection.fetch(
+                "SELECT id, event_id, stream, event_type, payload FROM outbox"
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._settings.outbox_batch_size,
+            )
+            if not rows:
+                return 0
+            async with redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    payload = row["payload"]
+                    pipe.xadd(
+                        row["stream"],
+                        {
+                            "type": row["event_type"],
+                            "event_id": str(row["event_id"]),
+                            "payload": payload if isinstance(payload, str) else json.dumps(payload),
+                        },
+                    )
+                await pipe.execute()
+            await connection.execute(
+                "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def stop_tasks(self) -> None:
+        """Finish the batch in hand (events of requests that just drained), then stop."""
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def unfinished(self) -> list[asyncio.Task[object]]:
+        return [self._task] if self._task is not None and not self._task.done() else []
