@@ -1,0 +1,37 @@
+# The template's own tasks. The generated service has its own Makefile inside the template.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+VENV := .venv
+BIN := $(VENV)/bin
+BUILD := build
+SERVICE := orders
+
+.PHONY: venv run test lint
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --no-input -q -r requirements-dev.txt
+	touch $@
+
+# Bake the default service into build/ and run it in the foreground (Ctrl-C stops it).
+run: venv
+	$(BIN)/cookiecutter --no-input -f . -o $(BUILD)
+	cd $(BUILD)/$(SERVICE) \
+	  && python=$$(../../scripts/find-python.sh 3.12 3) \
+	  && echo "run: $$python ($$($$python --version))" \
+	  && { [ -x .venv/bin/python ] || $$python -m venv .venv; } \
+	  && .venv/bin/python -m pip install --no-input -q -e . \
+	  && exec .venv/bin/python -m $(SERVICE)
+
+lint: venv
+	$(BIN)/ruff check hooks tests
+	$(BIN)/ruff format --check hooks tests
+	$(BIN)/mypy
+
+test: venv
+	bash scripts/ensure-services.sh
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest -n 2 --dist loadgroup
