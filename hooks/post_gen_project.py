@@ -24,7 +24,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
     "use_grpc": [
         "proto",
         "hatch_build.py",
-        "src/{package_name}/grpc_server.py",
+        "src/{package_name}/*grpc*.py",
         "src/{package_name}/v1",
         "tests/*grpc*",
     ],

@@ -133,6 +133,18 @@ def one_line_text(value: Any, _: Answers) -> str | None:
     return None
 
 
+def needs(*options: str) -> Check:
+    """A yes/no option that only works with other options also answered "yes"."""
+
+    def check(value: Any, answers: Answers) -> str | None:
+        missing = [option for option in options if answers.get(option) != "yes"]
+        if value == "yes" and missing:
+            return f"'yes' needs {' and '.join(f'{option}=yes' for option in missing)}"
+        return None
+
+    return check
+
+
 def one_of(*choices: str) -> Check:
     def check(value: Any, _: Answers) -> str | None:
         if value not in choices:
@@ -211,6 +223,11 @@ CHECKS: list[tuple[str, Check]] = [
     ("author", one_line_text),
     ("python_version", one_of(*PYTHON_VERSIONS)),
     ("use_grpc", one_of(*YES_NO)),
+    ("use_postgres", one_of(*YES_NO)),
+    ("use_postgres", needs("use_redis")),
+    ("use_redis", one_of(*YES_NO)),
+    ("use_consumer", one_of(*YES_NO)),
+    ("use_consumer", needs("use_postgres", "use_redis")),
     ("http_port", port),
     ("http_port", distinct_port("http_port")),
     ("grpc_port", port),

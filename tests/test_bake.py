@@ -57,8 +57,10 @@ def grpc_paths(package: str) -> list[str]:
         "proto",
         "hatch_build.py",
         f"src/{package}/grpc_server.py",
+        f"src/{package}/items_grpc.py",
         f"src/{package}/v1",
         "tests/test_shutdown_grpc.py",
+        "tests/test_grpc_api.py",
     ]
 
 

@@ -24,6 +24,9 @@ VALID: dict[str, Any] = {
     "drain_delay_seconds": "5",
     "shutdown_timeout_seconds": "20",
     "use_grpc": "yes",
+    "use_postgres": "yes",
+    "use_redis": "yes",
+    "use_consumer": "yes",
     "_template": "/somewhere",
 }
 
@@ -74,6 +77,10 @@ def test_defaults_of_cookiecutter_json_pass() -> None:
         ({"python_version": 3.12}, ["python_version"]),
         ({"use_grpc": "maybe"}, ["use_grpc"]),
         ({"use_grpc": True}, ["use_grpc"]),
+        ({"use_redis": "no"}, ["use_postgres", "use_consumer"]),
+        ({"use_postgres": "no"}, ["use_consumer"]),
+        ({"use_postgres": "no", "use_redis": "no"}, ["use_consumer"]),
+        ({"use_consumer": "maybe"}, ["use_consumer"]),
         ({"service_name": "orders\n"}, ["service_name"]),
         ({"service_name": 42}, ["service_name"]),
         ({"package_name": "type"}, ["package_name"]),
@@ -102,6 +109,8 @@ def test_refused(changes: dict[str, Any], fields: list[str]) -> None:
         {"service_name": "a" * 40, "package_name": "a" * 40},
         {"service_name": "a"},
         {"package_name": "_private"},
+        {"use_consumer": "no", "use_postgres": "no"},
+        {"use_consumer": "no", "use_postgres": "no", "use_redis": "no"},
         {"description": "Équipe « plateforme » — x'''; \"\"\" \\ </script> & {braces}"},
     ],
 )
@@ -154,7 +163,13 @@ def test_every_optional_path_exists_in_the_template() -> None:
 
 
 def test_remove_unused_removes_only_options_answered_no(tmp_path: Path) -> None:
-    for name in ["proto/a/b.proto", "hatch_build.py", "src/pkg/grpc_server.py", "src/pkg/v1/x.py"]:
+    for name in [
+        "proto/a/b.proto",
+        "hatch_build.py",
+        "src/pkg/grpc_server.py",
+        "src/pkg/items_grpc.py",
+        "src/pkg/v1/x.py",
+    ]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("", encoding="utf-8")
     (tmp_path / "tests").mkdir()
