@@ -56,9 +56,17 @@ class PostgresPool(Dependency):
         pool = self._pool
         if pool is None:
             return
+        closing = asyncio.ensure_future(pool.close())
         try:
-            await asyncio.wait_for(pool.close(), self._settings.db_close_timeout)
-        except TimeoutError:
-            busy = pool.get_size() - pool.get_idle_size()
-            log.warning("postgres_pool_terminated", connections_checked_out=busy)
-            pool.terminate()
+            await asyncio.wait({closing}, timeout=self._settings.db_close_timeout)
+        finally:
+            if not closing.done():
+                # Counted before cancelling: a cancelled close() terminates every connection,
+                # after which none looks checked out any more.
+                busy = pool.get_size() - pool.get_idle_size()
+                log.warning("postgres_pool_terminated", connections_checked_out=busy)
+                closing.cancel()
+                await asyncio.gather(closing, return_exceptions=True)
+                pool.terminate()
+        if not closing.cancelled():
+            closing.result()  # an error of the graceful close itself

@@ -1,0 +1,235 @@
+"""What the items tests share: the Postgres and Redis components started in-process on an isolated
+schema, a TCP proxy that can be down, and a throwaway redis-server the test owns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import asyncpg
+
+from {{ cookiecutter.package_name }}.db import PostgresPool
+from {{ cookiecutter.package_name }}.items import ItemStore
+from {{ cookiecutter.package_name }}.migrations import migrate
+from {{ cookiecutter.package_name }}.readiness import Readiness
+from {{ cookiecutter.package_name }}.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from .service import drop_isolated, free_port, isolated_names
+
+POSTGRES = ("127.0.0.1", 5432)
+DEFAULT_DATABASE_URL: str = Settings.model_fields["database_url"].default
+DEFAULT_REDIS_URL: str = Settings.model_fields["redis_url"].default
+
+
+def isolated_settings(**overrides: Any) -> Settings:
+    """Settings on a schema, streams and keys of their own (plus `overrides`)."""
+    names = {key.lower(): value for key, value in isolated_names().items()}
+    return Settings(**{"dependency_max_backoff": 0.2, **names, **overrides})
+
+
+def isolated_env(settings: Settings) -> dict[str, str]:
+    """The environment `drop_isolated` needs to remove what `settings` created (on the shared
+    servers: a proxy or a throwaway Redis is gone by then)."""
+    return {
+        "DATABASE_URL": DEFAULT_DATABASE_URL,
+        "REDIS_URL": DEFAULT_REDIS_URL,
+        "DATABASE_SCHEMA": settings.database_schema,
+        "EVENTS_STREAM": settings.events_stream,
+        "DEAD_LETTER_STREAM": getattr(settings, "dead_letter_stream", settings.events_stream),
+        "CACHE_PREFIX": settings.cache_prefix,
+    }
+
+
+async def wait_until(
+    check: Callable[[], Any], within: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll `check` (sync or async) until it returns something truthy, at most `within` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {within}s")
+
+
+class Backend:
+    """The items store over real components, as the service assembles them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.readiness = Readiness()
+        self.db = PostgresPool(settings, self.readiness)
+        self.redis = RedisClient(settings, self.readiness)
+        self.store = ItemStore(self.db, self.redis, settings)
+
+    async def start(self) -> None:
+        for component in (self.db, self.redis):
+            await component.start()
+        await self.readiness.mark_started()
+
+    async def wait_ready(self, within: float = 15.0) -> None:
+        await wait_until(lambda: self.readiness.ready, within, "backend ready")
+
+    async def close(self) -> None:
+        for component in (self.db, self.redis):
+            await component.stop_tasks()
+        await asyncio.gather(self.db.close(), self.redis.close())
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """A query on a connection of the test's own, on the isolated schema."""
+        connection = await connect_schema(self.settings)
+        try:
+            return await connection.fetch(query, *args)
+        finally:
+            await connection.close()
+
+
+async def connect_schema(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        DEFAULT_DATABASE_URL, server_settings={"search_path": settings.database_schema}
+    )
+
+
+@asynccontextmanager
+async def started_backend(**overrides: Any) -> AsyncIterator[Backend]:
+    """Migrate a fresh schema, start the components, wait until connected; clean up after."""
+    settings = isolated_settings(**overrides)
+    await migrate(settings.model_copy(update={"database_url": DEFAULT_DATABASE_URL}))
+    backend = Backend(settings)
+    try:
+        await backend.start()
+        await backend.wait_ready()
+        yield backend
+    finally:
+        await backend.close()
+        drop_isolated(isolated_env(settings))
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:`port` to `target`, on a thread of its own (tests may block their
+    loop). Down (nothing listening) until `up()`; `down()` closes the listener and every
+    forwarded connection."""
+
+    def __init__(self, target: tuple[str, int] = POSTGRES) -> None:
+        self.port = free_port()
+        self._target = target
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    def up(self) -> None:
+        async def listen() -> None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+        self._call(listen())
+
+    def down(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            for writer in list(self._writers):
+                writer.close()
+
+        self._call(close())
+
+    def close(self) -> None:
+        self.down()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, upstream_writer}
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+        self._writers -= {writer, upstream_writer}
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+@contextmanager
+def tcp_proxy(target: tuple[str, int] = POSTGRES) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(target)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+class ThrowawayRedis:
+    """A redis-server of the test's own (no persistence) on a free port; stopped by its PID."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("redis-server") or "redis-server"
+        options = ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+        self.process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), *options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server on {self.port} exited at start")
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"redis-server on {self.port} did not listen within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)  # an outage, not a clean shutdown
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextmanager
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    server = ThrowawayRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
