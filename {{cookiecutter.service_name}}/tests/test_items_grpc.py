@@ -139,7 +139,8 @@ async def test_bad_idempotency_key_and_ids(stub: Stub) -> None:
 async def test_the_callers_deadline_bounds_the_database_work(
     stub: Stub, backend: Backend, server: tuple[GrpcServer, grpc.aio.Channel]
 ) -> None:
-    """REQUEST_TIMEOUT is 10 s here: only the call's own 0.5 s deadline can stop the insert."""
+    """REQUEST_TIMEOUT is 10 s here: the call's own 0.5 s deadline must stop the insert, and
+    leave neither the item nor its event behind."""
     blocker = await connect_schema(backend.settings)
     try:
         transaction = blocker.transaction()

@@ -1,0 +1,156 @@
+"""Schema migrations: each version applied once, in its own transaction, serialized across
+concurrent `migrate` commands by an advisory lock, and never run implicitly at start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from {{ cookiecutter.package_name }} import migrations
+from {{ cookiecutter.package_name }}.migrations import migrate
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from .items_support import connect_schema, isolated_env, isolated_settings
+from .service import PACKAGE, Service, drop_isolated, http_get
+
+
+@pytest.fixture
+async def settings() -> AsyncIterator[Settings]:
+    fresh = isolated_settings()
+    yield fresh
+    drop_isolated(isolated_env(fresh))
+
+
+async def _applied(settings: Settings) -> list[str]:
+    connection = await connect_schema(settings)
+    try:
+        rows = await connection.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        return [row["version"] for row in rows]
+    finally:
+        await connection.close()
+
+
+async def _tables(settings: Settings) -> set[str]:
+    connection = await connect_schema(settings)
+    try:
+        rows = await connection.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+            settings.database_schema,
+        )
+        return {row["table_name"] for row in rows}
+    finally:
+        await connection.close()
+
+
+async def test_applies_every_version_once(settings: Settings) -> None:
+    versions = [path.stem for path in migrations.migration_files()]
+    assert versions[0] == "0001_items"
+    assert await migrate(settings) == versions
+    assert {"items", "outbox", "processed_events", "schema_migrations"} <= await _tables(settings)
+    assert await migrate(settings) == []  # idempotent: nothing left to apply
+    assert await _applied(settings) == versions
+
+
+async def test_a_failing_migration_leaves_nothing_behind(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE first (id int);")
+    (tmp_path / "0002_broken.sql").write_text("CREATE TABLE second (id int); SELEC 1;")
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
+    with pytest.raises(asyncpg.PostgresSyntaxError):
+        await migrate(settings)
+    assert await _applied(settings) == ["0001_first"]
+    assert await _tables(settings) == {"first", "schema_migrations"}  # no `second`
+    (tmp_path / "0002_broken.sql").write_text("CREATE TABLE second (id int);")
+    assert await migrate(settings) == ["0002_broken"]
+    assert await _tables(settings) == {"first", "second", "schema_migrations"}
+
+
+async def test_concurrent_migrate_commands_apply_each_version_once(settings: Settings) -> None:
+    """Four replicas' `migrate` at once: without the lock, the losers would fail on tables that
+    already exist (or record a version twice)."""
+    env = Service(**isolated_env(settings)).env
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", PACKAGE, "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    results = await asyncio.gather(*(asyncio.to_thread(run) for _ in range(4)))
+    for result in results:
+        assert result.returncode == 0, result.stdout + result.stderr
+    applied = []
+    for result in results:
+        for line in result.stdout.splitlines():
+            event = json.loads(line)
+            if event["event"] == "migrations_done":
+                applied.append(event["applied"])
+    versions = [path.stem for path in migrations.migration_files()]
+    assert sorted(applied, key=len) == [[], [], [], versions]
+    assert await _applied(settings) == versions
+
+
+async def test_migrate_fails_with_exit_code_when_postgres_is_down(settings: Settings) -> None:
+    result = await _migrate_against_a_closed_port(settings)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "command_failed" in result.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="logs.py renders exceptions with dict_tracebacks, which includes every frame's locals"
+    " (here asyncpg.connect's `dsn`, password and all): needs show_locals=False",
+)
+async def test_a_failed_migrate_does_not_log_the_password(settings: Settings) -> None:
+    result = await _migrate_against_a_closed_port(settings)
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+async def _migrate_against_a_closed_port(settings: Settings) -> subprocess.CompletedProcess[str]:
+    env = Service(**isolated_env(settings)).env
+    env["DATABASE_URL"] = "postgresql://postgres:hunter2@127.0.0.1:1/test"
+    env["DB_CONNECT_TIMEOUT"] = "2"
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", PACKAGE, "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_the_service_never_migrates_at_start(settings: Settings) -> None:
+    service = Service(**isolated_env(settings))
+    service.start()
+    try:
+        await asyncio.to_thread(service.wait_ready)
+        status, body, _ = await asyncio.to_thread(http_get, f"{service.url}/readyz")
+        assert (status, body["status"]) == (200, "ready")
+        assert not await _schema_exists(settings)
+    finally:
+        service.kill()
+
+
+async def _schema_exists(settings: Settings) -> bool:
+    connection = await asyncpg.connect(Settings.model_fields["database_url"].default)
+    try:
+        return bool(
+            await connection.fetchval(
+                "SELECT true FROM information_schema.schemata WHERE schema_name = $1",
+                settings.database_schema,
+            )
+        )
+    finally:
+        await connection.close()
