@@ -185,15 +185,24 @@ class StreamConsumer(Component):
         )
 
     async def _deliveries(self, messages: list[Message]) -> dict[str, int]:
-        entries = await self._redis.client.xpending_range(
-            self._stream,
-            self._group,
-            min=messages[0][0],
-            max=messages[-1][0],
-            count=len(messages),
-            consumername=self._consumer,
-        )
-        return {str(entry["message_id"]): int(entry["times_delivered"]) for entry in entries}
+        # One XPENDING per id (pipelined): a single range query with COUNT len(messages) can
+        # return other pending entries of ours lying in between instead, under-counting these.
+        async with self._redis.client.pipeline(transaction=False) as pipe:
+            for mid, _ in messages:
+                pipe.xpending_range(
+                    self._stream,
+                    self._group,
+                    min=mid,
+                    max=mid,
+                    count=1,
+                    consumername=self._consumer,
+                )
+            replies = await pipe.execute()
+        return {
+            str(entry["message_id"]): int(entry["times_delivered"])
+            for entries in replies
+            for entry in entries
+        }
 
     async def _handle(self, message_id: str, fields: dict[str, str], deliveries: int) -> None:
         async with self._slots:

@@ -1,0 +1,262 @@
+"""The consumer in-process, against real Postgres and Redis: one behaviour per test.
+
+Each test has its own schema, streams and group. Timings are short (BLOCK 200 ms, claim after
+300 ms idle) so that redeliveries happen within a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from {{ cookiecutter.package_name }}.consumer import (
+    EffectHandler,
+    StreamConsumer,
+    _messages,
+    _synthetic_event_id,
+)
+from {{ cookiecutter.package_name }}.db import Connection, PostgresPool
+from {{ cookiecutter.package_name }}.items import ITEM_CREATED, on_item_created
+from {{ cookiecutter.package_name }}.migrations import migrate
+from {{ cookiecutter.package_name }}.readiness import Readiness
+from {{ cookiecutter.package_name }}.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from .consumer_support import Backends, backends, consumer_env
+from .service import drop_isolated
+
+
+@dataclass
+class Harness:
+    env: dict[str, str]
+    db: PostgresPool
+    redis: RedisClient
+    b: Backends
+    consumers: list[StreamConsumer] = field(default_factory=list)
+
+    def settings(self, **overrides: str) -> Settings:
+        return settings_of({**self.env, **overrides})
+
+    def consumer(
+        self, handler: EffectHandler = on_item_created, **overrides: str
+    ) -> StreamConsumer:
+        consumer = StreamConsumer(
+            self.db, self.redis, self.settings(**overrides), {ITEM_CREATED: handler}
+        )
+        self.consumers.append(consumer)
+        return consumer
+
+    async def publish(self, item_ids: list[int], *, with_event_id: bool = True) -> list[str]:
+        events = []
+        for item_id in item_ids:
+            event = {"type": ITEM_CREATED, "payload": json.dumps({"item_id": item_id})}
+            if with_event_id:
+                event["event_id"] = str(uuid.uuid4())
+            events.append(event)
+        return await self.b.xadd_all(events)
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """Settings from the test's variables only (validated like the environment's strings)."""
+    return Settings.model_validate({key.lower(): value for key, value in env.items()})
+
+
+async def stop(consumer: StreamConsumer) -> None:
+    """The shutdown phases the consumer takes part in, in the lifecycle's order."""
+    await consumer.close_listeners()
+    await asyncio.wait_for(consumer.drain(), 10)
+    await asyncio.wait_for(consumer.stop_tasks(), 10)
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    for _ in range(2000):
+        if await condition():
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not {what} within {within}s")
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    env = consumer_env()
+    settings = settings_of(env)
+    readiness = Readiness()
+    db, redis = PostgresPool(settings, readiness), RedisClient(settings, readiness)
+    try:
+        await migrate(settings)
+        await db.start()
+        await redis.start()
+
+        async def connected() -> bool:
+            return readiness.ready
+
+        await readiness.mark_started()
+        await eventually(connected, "connected", 30)
+        async with backends(env) as b:
+            harness = Harness(env, db, redis, b)
+            try:
+                yield harness
+            finally:
+                for consumer in harness.consumers:
+                    await stop(consumer)
+    finally:
+        for dependency in (redis, db):
+            await dependency.stop_tasks()
+            await dependency.close()
+        drop_isolated(env)
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def test_messages_skip_deleted_entries_and_empty_replies() -> None:
+    assert _messages(None) == []
+    assert _messages([]) == []
+    reply = [["s", [("1-0", {"type": "t"}), ("2-0", None), ("3-0", {})]]]
+    assert _messages(reply) == [("1-0", {"type": "t"})]
+
+
+def test_synthetic_event_id_is_stable_per_message() -> None:
+    assert _synthetic_event_id("1-0") == _synthetic_event_id("1-0")
+    assert _synthetic_event_id("1-0") != _synthetic_event_id("1-1")
+    assert uuid.UUID(_synthetic_event_id("1-0")).version == 5
+
+
+# -- against Postgres and Redis ----------------------------------------------------------------
+
+
+async def test_event_without_event_id_dedupes_on_its_stream_id(harness: Harness) -> None:
+    item_ids = await harness.b.insert_items(2)
+    message_ids = await harness.publish(item_ids, with_event_id=False)
+    consumer = harness.consumer()
+    await consumer.start()
+    await eventually(lambda: harness.b.done(2), "processed", 15)
+    expected = {_synthetic_event_id(mid): mid for mid in message_ids}
+    assert await harness.b.processed_ids() == expected
+
+
+async def test_failed_effect_rolls_back_its_event_row_and_is_not_acked(harness: Harness) -> None:
+    (item_id,) = await harness.b.insert_items(1)
+    attempts: list[int] = []
+
+    async def half_done(connection: Connection, payload: dict[str, Any]) -> None:
+        await on_item_created(connection, payload)  # the effect happened in the transaction...
+        attempts.append(payload["item_id"])
+        raise RuntimeError("...and then the handler failed")
+
+    await harness.publish([item_id])
+    consumer = harness.consumer(half_done, CONSUMER_MAX_DELIVERIES="1000")
+    await consumer.start()
+
+    async def tried_twice() -> bool:
+        return len(attempts) >= 2
+
+    await eventually(tried_twice, "redelivered", 15)
+    await stop(consumer)
+    assert await harness.b.processed() == 0  # rolled back with the effect
+    assert await harness.b.unprocessed_items() == 1
+    assert await harness.b.pending() == 1  # not acked: redelivered (and retried) later
+    assert await harness.b.dead_letters() == []
+
+
+async def test_transient_failures_never_dead_letter(harness: Harness) -> None:
+    (item_id,) = await harness.b.insert_items(1)
+    attempts: list[int] = []
+
+    async def flaky(connection: Connection, payload: dict[str, Any]) -> None:
+        attempts.append(payload["item_id"])
+        if len(attempts) <= 4:  # more failures than CONSUMER_MAX_DELIVERIES (3)
+            raise ConnectionResetError("database went away")
+        await on_item_created(connection, payload)
+
+    await harness.publish([item_id])
+    consumer = harness.consumer(flaky)
+    await consumer.start()
+    await eventually(lambda: harness.b.done(1), "processed after the outage", 20)
+    assert attempts == [item_id] * 5
+    assert await harness.b.dead_letters() == []
+    assert consumer.dead_lettered == 0
+
+
+async def test_close_listeners_cuts_a_blocked_read_short(harness: Harness) -> None:
+    consumer = harness.consumer(CONSUMER_BLOCK_MS="4000")
+    await consumer.start()
+
+    async def group_created() -> bool:
+        groups = await harness.b.redis.xinfo_groups(harness.b.stream)
+        return any(group["name"] == harness.b.group for group in groups)
+
+    await eventually(group_created, "group created", 10)
+    await asyncio.sleep(0.3)  # now inside the 4 s XREADGROUP BLOCK
+    began = time.monotonic()
+    await stop(consumer)
+    assert time.monotonic() - began < 1.5  # not the rest of the BLOCK
+    # Nothing is read after close_listeners: a new event stays in the stream, undelivered.
+    (item_id,) = await harness.b.insert_items(1)
+    await harness.publish([item_id])
+    await asyncio.sleep(0.5)
+    assert await harness.b.pending() == 0
+    assert await harness.b.processed() == 0
+
+
+async def test_batch_in_hand_finishes_and_is_acked_across_shutdown(harness: Harness) -> None:
+    item_ids = await harness.b.insert_items(5)
+    entered: list[int] = []
+    release = asyncio.Event()
+
+    async def slow(connection: Connection, payload: dict[str, Any]) -> None:
+        entered.append(payload["item_id"])
+        await release.wait()
+        await on_item_created(connection, payload)
+
+    await harness.publish(item_ids)
+    consumer = harness.consumer(slow)
+    await consumer.start()
+
+    async def all_entered() -> bool:
+        return len(entered) == 5
+
+    await eventually(all_entered, "batch in hand", 10)
+    await consumer.close_listeners()  # must not cancel the handlers
+    asyncio.get_running_loop().call_later(0.3, release.set)
+    began = time.monotonic()
+    await asyncio.wait_for(consumer.drain(), 10)
+    assert time.monotonic() - began >= 0.25  # drain waited for the batch
+    await asyncio.wait_for(consumer.stop_tasks(), 10)
+    assert consumer.unfinished() == []
+    assert await harness.b.done(5)
+    assert consumer.processed == 5
+
+
+async def test_claimed_messages_count_their_own_deliveries(harness: Harness) -> None:
+    """XAUTOCLAIMed messages are dead-lettered on their own delivery count, even when another
+    pending entry of this consumer lies between them in the stream."""
+    item_ids = await harness.b.insert_items(3)
+    first, middle, last = await harness.publish(item_ids)
+    b = harness.b
+    await b.redis.xgroup_create(b.stream, b.group, id="0")
+    # A dead pod read all three; this pod took the middle one over a moment ago (not idle).
+    await b.redis.xreadgroup(b.group, "dead-pod", {b.stream: ">"}, count=3)
+    await asyncio.sleep(0.4)
+    consumer_name = harness.env["CONSUMER_NAME"]
+    await b.redis.xclaim(b.stream, b.group, consumer_name, 0, [middle])
+
+    async def broken(connection: Connection, payload: dict[str, Any]) -> None:
+        raise RuntimeError("poison")
+
+    # Delivered twice once claimed: at CONSUMER_MAX_DELIVERIES=2 that is the last attempt.
+    consumer = harness.consumer(broken, CONSUMER_MAX_DELIVERIES="2", CONSUMER_CLAIM_IDLE_MS="300")
+    await consumer._claim_abandoned(b.redis)
+    dead = {fields["original_id"]: fields["deliveries"] for _, fields in await b.dead_letters()}
+    assert dead == {first: "2", last: "2"}
+    assert set(await b.stream_events()) == {first, middle, last}
