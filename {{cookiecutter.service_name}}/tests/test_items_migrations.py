@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from {{ cookiecutter.package_name }} import migrations
 from {{ cookiecutter.package_name }}.migrations import migrate
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .items_support import connect_schema, isolated_env, isolated_settings
+from .items_support import connect_schema, isolated_env, isolated_settings, wait_until
 from .service import PACKAGE, Service, drop_isolated, http_get
 
 
@@ -74,20 +75,44 @@ async def test_a_failing_migration_leaves_nothing_behind(
 
 
 async def test_concurrent_migrate_commands_apply_each_version_once(settings: Settings) -> None:
-    """Four replicas' `migrate` at once: without the lock, the losers would fail on tables that
-    already exist (or record a version twice)."""
+    """Four replicas' `migrate`, held at the same point until all four wait, then let go
+    together: without the advisory lock, all would apply 0001 and three would fail."""
     env = Service(**isolated_env(settings)).env
-
-    def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", PACKAGE, "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+    lock_key = zlib.crc32(f"{PACKAGE}.migrations.{settings.database_schema}".encode())
+    gate = await connect_schema(settings)
+    try:
+        await gate.execute(
+            f'CREATE SCHEMA "{settings.database_schema}";'
+            " CREATE TABLE schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());"
+            " BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE;"
         )
 
-    results = await asyncio.gather(*(asyncio.to_thread(run) for _ in range(4)))
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", PACKAGE, "migrate"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        commands = [asyncio.ensure_future(asyncio.to_thread(run)) for _ in range(4)]
+
+        async def all_waiting() -> bool:
+            waiting = await gate.fetchval(
+                "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted AND ("
+                " pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                " OR (locktype = 'advisory' AND classid = 0 AND objid = $1::bigint::oid))",
+                lock_key,
+            )
+            return bool(waiting == len(commands))
+
+        await wait_until(all_waiting, 40, "four migrate commands waiting")
+        await gate.execute("ROLLBACK")
+        results = await asyncio.gather(*commands)
+    finally:
+        await gate.close()
     for result in results:
         assert result.returncode == 0, result.stdout + result.stderr
     applied = []
