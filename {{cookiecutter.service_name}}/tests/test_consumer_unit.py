@@ -260,3 +260,38 @@ async def test_claimed_messages_count_their_own_deliveries(harness: Harness) -> 
     dead = {fields["original_id"]: fields["deliveries"] for _, fields in await b.dead_letters()}
     assert dead == {first: "2", last: "2"}
     assert set(await b.stream_events()) == {first, middle, last}
+
+
+async def test_failed_dead_lettering_leaves_the_message_pending(harness: Harness) -> None:
+    """The copy and the ack are one step: if the copy fails (the dead-letter key is not a
+    stream), the message is not acked, the consumer carries on, and a later try succeeds."""
+    b = harness.b
+    await b.redis.set(b.dead, "not a stream")
+    poison, _ = await harness.publish([10**12, *await b.insert_items(1)])
+    consumer = harness.consumer(CONSUMER_MAX_DELIVERIES="1")
+    await consumer.start()
+
+    async def good_processed() -> bool:
+        return await b.processed() == 1
+
+    await eventually(good_processed, "the good event processed", 10)
+    await asyncio.sleep(0.5)  # a few more dead-letter attempts, all failing
+    entries = await b.redis.xpending_range(b.stream, b.group, min="-", max="+", count=10)
+    assert [entry["message_id"] for entry in entries] == [poison]
+    (item_id,) = await b.insert_items(1)
+    await harness.publish([item_id])  # still consuming
+
+    async def both_processed() -> bool:
+        return await b.processed() == 2
+
+    await eventually(both_processed, "a later event processed", 10)
+
+    await b.redis.delete(b.dead)  # fixed: the next claim moves it
+
+    async def dead_lettered() -> bool:
+        return await b.pending() == 0 and len(await b.dead_letters()) == 1
+
+    await eventually(dead_lettered, "dead-lettered", 10)
+    ((_, entry),) = await b.dead_letters()
+    assert entry["original_id"] == poison
+    assert "unknown item" in entry["error"]

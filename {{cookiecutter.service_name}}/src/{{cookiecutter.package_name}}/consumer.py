@@ -5,7 +5,7 @@ Delivery is at-least-once; effects are exactly-once because each event's id is i
 the worker re-reads its own pending entries (same consumer name across restarts, e.g. the pod's
 hostname), then regularly XAUTOCLAIMs entries idle too long in dead consumers. After
 CONSUMER_MAX_DELIVERIES failed deliveries a message moves to the dead-letter stream, with the
-error, in one MULTI/EXEC together with its XACK.
+error, in one Lua script together with its XACK.
 
 Shutdown: stop reading (a blocked XREADGROUP is the only thing ever cancelled early), finish the
 messages in hand, ack only what committed; whatever was not acked stays pending for the next run.
@@ -23,7 +23,6 @@ import asyncpg
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import ResponseError
-from redis.typing import EncodableT, FieldT
 
 from .db import Connection, PostgresPool
 from .dependency import DependencyUnavailableError
@@ -48,6 +47,13 @@ TRANSIENT_ERRORS = (
     DependencyUnavailableError,
 )
 """Infrastructure failures: never a reason to dead-letter a message."""
+
+DEAD_LETTER_SCRIPT = """
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""
+"""Unlike MULTI/EXEC, which runs the XACK even when the XADD fails (WRONGTYPE, say), a script
+stops at the failing XADD: a message is never acked without its dead-letter copy."""
 
 
 class StreamConsumer(Component):
@@ -225,7 +231,8 @@ class StreamConsumer(Component):
                         return
                     try:
                         await self._dead_letter(message_id, fields, error, deliveries)
-                    except TRANSIENT_ERRORS as failure:
+                    except (*TRANSIENT_ERRORS, ResponseError) as failure:
+                        # Stays pending, retried at its next claim: never stops the consumer.
                         log.warning("dead_letter_failed", error=str(failure) or repr(failure))
 
     async def _apply(self, message_id: str, fields: dict[str, str]) -> None:
@@ -253,18 +260,23 @@ class StreamConsumer(Component):
     async def _dead_letter(
         self, message_id: str, fields: dict[str, str], error: Exception, deliveries: int
     ) -> None:
-        """Copy to the dead-letter stream and ack, atomically (MULTI/EXEC)."""
-        async with self._redis.client.pipeline(transaction=True) as pipe:
-            entry: dict[FieldT, EncodableT] = {key: value for key, value in fields.items()}
-            entry |= {
-                "original_id": message_id,
-                "original_stream": self._stream,
-                "error": repr(error)[:2000],
-                "deliveries": str(deliveries),
-            }
-            pipe.xadd(self._settings.dead_letter_stream, entry)
-            pipe.xack(self._stream, self._group, message_id)
-            await pipe.execute()
+        """Copy to the dead-letter stream and ack, atomically (one script)."""
+        entry = {
+            **fields,
+            "original_id": message_id,
+            "original_stream": self._stream,
+            "error": repr(error)[:2000],
+            "deliveries": str(deliveries),
+        }
+        await self._redis.client.eval(
+            DEAD_LETTER_SCRIPT,
+            2,
+            self._stream,
+            self._settings.dead_letter_stream,
+            self._group,
+            message_id,
+            *(part for pair in entry.items() for part in pair),
+        )
         self.dead_lettered += 1
         log.error("consume_dead_lettered", deliveries=deliveries, error=repr(error))
 
