@@ -1,0 +1,1 @@
+"""Project tooling run with the virtualenv's python: `python -m scripts.NAME`."""
