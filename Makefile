@@ -34,4 +34,4 @@ lint: venv
 test: venv
 	bash scripts/ensure-services.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -n 2 --dist loadgroup --durations=10
+	$(BIN)/pytest -n 2 --dist loadscope --durations=10

@@ -1,8 +1,10 @@
 """Session fixtures: baked projects with their own virtualenvs, each built once per session.
 
-Under pytest-xdist each worker has its own session, so the slow tests carry an xdist_group mark
-naming the (answers, Python) they need and run with `--dist loadgroup`: every virtualenv is
-then built by exactly one worker. pip's cache is the user's, shared by all of them.
+Under pytest-xdist each worker has its own session, so the slow tests are grouped in one class per
+(answers, Python) and run with `--dist loadscope`, which sends a class to a single worker: every
+virtualenv is then built once. (`--dist loadgroup` with xdist_group marks would be the usual tool,
+but pytest-xdist 3.8 cannot rename node ids under pytest 9, so it silently does not group.)
+pip's cache is the user's, shared by all of them.
 """
 
 from __future__ import annotations
@@ -37,10 +39,6 @@ VARIANTS: dict[str, Variant] = {
         "3.11",
     ),
 }
-
-
-def group(variant: str, python_version: str) -> pytest.MarkDecorator:
-    return pytest.mark.xdist_group(f"{variant}-py{python_version}")
 
 
 class Projects:

@@ -1,6 +1,7 @@
 """Baked projects installed in their own virtualenvs: their checks pass and the service runs.
 
-Slow (virtualenvs, the generated test suite, real processes): marked `slow`.
+Slow (virtualenvs, the generated test suite, real processes): marked `slow`. Run with
+`-n 2 --dist loadscope`: a class is scheduled on one worker, so each virtualenv is built once.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from tests.conftest import VARIANTS, Projects, group
-from tests.support import SUPPORTED_PYTHONS, check_ok, clean_env, free_port, run, tail
+from tests.conftest import VARIANTS, Projects
+from tests.support import (
+    SUPPORTED_PYTHONS,
+    Installed,
+    check_ok,
+    clean_env,
+    free_port,
+    run,
+    tail,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +39,57 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("variant", "check"),
-    [
-        pytest.param(variant, check, marks=group(variant, spec.python_version))
-        for variant, spec in VARIANTS.items()
-        for check in CHECKS
-    ],
-)
-def test_generated_project_passes_its_own_checks(
-    projects: Projects, variant: str, check: str
-) -> None:
-    installed = projects.get(variant)
-    tool, *args = CHECKS[check]
-    result = run([installed.bin(tool), *args], cwd=installed.project, timeout=900)
-    check_ok(result, f"{check} in the {variant!r} project (python {installed.python_version})")
+class ProjectChecks:
+    """Each concrete Test* class below is one (answers, Python): one virtualenv, one worker."""
+
+    variant: ClassVar[str]
+    python_version: ClassVar[str | None] = None  # None: the variant's own python_version
+
+    @pytest.mark.parametrize("check", list(CHECKS))
+    def test_passes_its_own_checks(self, projects: Projects, check: str) -> None:
+        installed = projects.get(self.variant)
+        tool, *args = CHECKS[check]
+        result = run([installed.bin(tool), *args], cwd=installed.project, timeout=900)
+        where = f"the {self.variant!r} project (python {installed.python_version})"
+        check_ok(result, f"{check} in {where}")
+
+
+class ServiceRuns:
+    variant: ClassVar[str] = "default"
+    python_version: ClassVar[str | None] = None
+
+    def test_serves_and_stops_on_sigterm(self, projects: Projects, tmp_path: Path) -> None:
+        installed = projects.get(self.variant, self.python_version)
+        serve_and_stop(installed, tmp_path)
+
+
+class TestDefaultProject(ProjectChecks, ServiceRuns):
+    variant = "default"
+
+
+class TestNoGrpcProject(ProjectChecks):
+    variant = "no-grpc"
+
+
+class TestBillingProject(ProjectChecks):
+    variant = "billing"
+
+
+class TestDefaultServiceOnPython311(ServiceRuns):
+    python_version = "3.11"
+
+
+class TestDefaultServiceOnPython313(ServiceRuns):
+    python_version = "3.13"
+
+
+def test_every_supported_python_runs_the_service() -> None:
+    ran = {VARIANTS["default"].python_version} | {
+        cls.python_version for cls in ServiceRuns.__subclasses__() if cls.python_version
+    }
+    assert ran == set(SUPPORTED_PYTHONS)
+    checked = {cls.variant for cls in ProjectChecks.__subclasses__()}
+    assert checked == set(VARIANTS)
 
 
 def http_get(url: str) -> tuple[int, Any]:
@@ -56,14 +101,8 @@ def http_get(url: str) -> tuple[int, Any]:
         return error.code, None
 
 
-@pytest.mark.parametrize(
-    "python_version",
-    [pytest.param(v, marks=group("default", v)) for v in SUPPORTED_PYTHONS],
-)
-def test_default_service_serves_and_stops_on_sigterm(
-    projects: Projects, python_version: str, tmp_path: Path
-) -> None:
-    installed = projects.get("default", python_version)
+def serve_and_stop(installed: Installed, tmp_path: Path) -> None:
+    """Start `python -m PACKAGE`, wait for /readyz, echo once, SIGTERM: exit 0 within 10 s."""
     http_port, grpc_port = free_port(), free_port()
     while grpc_port == http_port:
         grpc_port = free_port()
