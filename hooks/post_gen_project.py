@@ -28,6 +28,21 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "src/{package_name}/v1",
         "tests/*grpc*",
     ],
+    "use_postgres": [
+        "src/{package_name}/db.py",
+        "src/{package_name}/items*.py",
+        "src/{package_name}/migrations*",
+        "src/{package_name}/outbox.py",
+        "proto/{package_name}/v1/items.proto",
+        "tests/*items*",
+    ],
+    "use_redis": [
+        "src/{package_name}/redis_client.py",
+    ],
+    "use_consumer": [
+        "src/{package_name}/consumer.py",
+        "tests/*consumer*",
+    ],
 }
 
 # Where and how this run happened, not what was answered: left out of the replay file.

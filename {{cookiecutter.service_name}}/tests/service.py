@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+{%- if cookiecutter.use_postgres == "yes" or cookiecutter.use_redis == "yes" %}
 {% if cookiecutter.use_postgres == "yes" %}
 import asyncpg
 {%- endif %}
@@ -25,6 +26,7 @@ import redis.asyncio as redis
 {%- endif %}
 
 from {{ cookiecutter.package_name }}.settings import Settings
+{%- endif %}
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 
@@ -196,6 +198,7 @@ def drop_isolated(env: dict[str, str]) -> None:
     """Remove a test's schema, streams and keys (in a thread: callers may run an event loop)."""
 
     async def drop() -> None:
+        """Drop what this service's settings point at (nothing without Postgres or Redis)."""
 {%- if cookiecutter.use_postgres == "yes" %}
         url = env.get("DATABASE_URL", Settings.model_fields["database_url"].default)
         connection = await asyncpg.connect(url)

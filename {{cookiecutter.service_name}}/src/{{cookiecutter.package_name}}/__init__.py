@@ -1,4 +1,3 @@
-"""The {{ cookiecutter.service_name }} service: HTTP, gRPC and workers under one root scope."""
+"""The service: HTTP, gRPC and workers under one root scope (see README.md)."""
 
-DESCRIPTION = {{ cookiecutter.description | tojson }}
 __version__ = "0.1.0"

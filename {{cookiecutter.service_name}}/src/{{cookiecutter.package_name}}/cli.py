@@ -1,15 +1,16 @@
-"""Command line entry point: `{{ cookiecutter.package_name }}` or `python -m {{ cookiecutter.package_name }}`."""
+"""Command line entry point: `python -m <package>` and the console script."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import PackageNotFoundError, metadata
+from typing import Any
 
 from pydantic import ValidationError
 
-from . import DESCRIPTION
 from .app import build_components
 from .lifecycle import ExitCode, Lifecycle
 from .logs import configure_logging, flush_logs, log
@@ -39,33 +40,46 @@ async def serve(settings: Settings) -> ExitCode:
         shutdown_timeout=settings.shutdown_timeout,
     )
     return await lifecycle.run()
+{%- if cookiecutter.use_postgres == "yes" %}
+
+
+async def apply_migrations(settings: Settings) -> ExitCode:
+    await migrate(settings)
+    return ExitCode.OK
+{%- endif %}
+
+
+COMMANDS: dict[str, Callable[[Settings], Coroutine[Any, Any, ExitCode]]] = {
+    "serve": serve,
+{%- if cookiecutter.use_postgres == "yes" %}
+    "migrate": apply_migrations,
+{%- endif %}
+}
+
+
+def _summary() -> str:
+    """The project's description, from its metadata (pyproject.toml), not pasted into code."""
+    try:
+        return str(metadata("{{ cookiecutter.service_name }}")["Summary"])
+    except PackageNotFoundError:
+        return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="{{ cookiecutter.package_name }}",
-        description=f"{DESCRIPTION} Configured by environment variables (see README).",
+        description=f"{_summary()} Configured by environment variables (see README).",
     )
-{%- if cookiecutter.use_postgres == "yes" %}
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="run the service (the default)")
-    commands.add_parser("migrate", help="apply pending database migrations, then exit")
-{%- endif %}
-    arguments = parser.parse_args(argv)
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=COMMANDS, help="(default: serve)"
+    )
+    command = COMMANDS[parser.parse_args(argv).command]
     settings = load_settings()
     if settings is None:
         return ExitCode.CONFIG
     configure_logging(settings.log_level, settings.log_format)
     try:
-{%- if cookiecutter.use_postgres == "yes" %}
-        if arguments.command == "migrate":
-            asyncio.run(migrate(settings))
-            code = ExitCode.OK
-        else:
-            code = asyncio.run(serve(settings))
-{%- else %}
-        code = asyncio.run(serve(settings))
-{%- endif %}
+        code = asyncio.run(command(settings))
     except Exception:
         log.exception("command_failed")
         code = ExitCode.ERROR

@@ -1,4 +1,4 @@
-"""Schema migrations: `python -m {{ cookiecutter.package_name }} migrate`, never implicitly at start.
+"""Schema migrations: the `migrate` command (`python -m <package> migrate`), never run at start.
 
 Versioned SQL files in `migrations/` are applied once each, in order, each in its own transaction,
 under a Postgres advisory lock so that replicas (or Jobs) started together apply them one at a time.
@@ -25,7 +25,7 @@ def migration_files() -> list[Path]:
 async def migrate(settings: Settings) -> list[str]:
     """Apply the pending migrations; returns the versions applied now."""
     schema = settings.database_schema  # validated as a plain identifier by Settings
-    lock_key = zlib.crc32(f"{{ cookiecutter.package_name }}.migrations.{schema}".encode())
+    lock_key = zlib.crc32(f"{__name__}.{schema}".encode())
     connection = await asyncpg.connect(
         settings.database_url,
         timeout=settings.db_connect_timeout,

@@ -66,7 +66,10 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_socket_timeout: float = Field(default=5.0, gt=0)
-    events_stream: str = Field(default="{{ cookiecutter.service_name }}.events", min_length=1)
+    events_stream: str = Field(
+        default="{{ cookiecutter.service_name }}.events",
+        min_length=1,
+    )
     cache_ttl_seconds: int = Field(default=300, ge=1)
     cache_prefix: str = "{{ cookiecutter.service_name }}:"
     outbox_poll_interval: float = Field(default=0.2, gt=0)
@@ -74,7 +77,10 @@ class Settings(BaseSettings):
 {%- endif %}
 {%- if cookiecutter.use_consumer == "yes" %}
 
-    consumer_group: str = Field(default="{{ cookiecutter.service_name }}", min_length=1)
+    consumer_group: str = Field(
+        default="{{ cookiecutter.service_name }}",
+        min_length=1,
+    )
     consumer_name: str = Field(default_factory=socket.gethostname, min_length=1)
     consumer_concurrency: int = Field(default=8, ge=1, le=1024)
     consumer_batch_size: int = Field(default=64, ge=1, le=10_000)

@@ -1,1 +1,1 @@
-"""Generated gRPC stubs for {{ cookiecutter.package_name }}.v1 (built from proto/ at install)."""
+"""Generated gRPC stubs (built from proto/ by the install step, see hatch_build.py)."""
