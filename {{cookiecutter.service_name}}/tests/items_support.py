@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -12,11 +13,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import aiohttp
 import asyncpg
+import redis.asyncio as redis
 
 from {{ cookiecutter.package_name }}.db import PostgresPool
 from {{ cookiecutter.package_name }}.items import ItemStore
@@ -30,6 +34,14 @@ from .service import drop_isolated, free_port, isolated_names
 POSTGRES = ("127.0.0.1", 5432)
 DEFAULT_DATABASE_URL: str = Settings.model_fields["database_url"].default
 DEFAULT_REDIS_URL: str = Settings.model_fields["redis_url"].default
+USE_CONSUMER = {{ "True" if cookiecutter.use_consumer == "yes" else "False" }}
+FAST = {"DRAIN_DELAY": "0.5", "SHUTDOWN_TIMEOUT": "10", "DEPENDENCY_MAX_BACKOFF": "0.5"}
+"""Service settings for subprocess tests: short waits."""
+{%- if cookiecutter.use_consumer == "yes" %}
+FAST_CONSUMER = {"CONSUMER_BLOCK_MS": "300"}
+{%- else %}
+FAST_CONSUMER: dict[str, str] = {}
+{%- endif %}
 
 
 def isolated_settings(**overrides: Any) -> Settings:
@@ -233,3 +245,50 @@ def throwaway_redis() -> Iterator[ThrowawayRedis]:
         yield server
     finally:
         server.stop()
+
+
+async def query(env: dict[str, str], sql: str, *args: Any) -> list[asyncpg.Record]:
+    """A query on the schema of a service's environment."""
+    connection = await asyncpg.connect(
+        DEFAULT_DATABASE_URL, server_settings={"search_path": env["DATABASE_SCHEMA"]}
+    )
+    try:
+        return await connection.fetch(sql, *args)
+    finally:
+        await connection.close()
+
+
+async def stream_item_ids(env: dict[str, str], url: str = DEFAULT_REDIS_URL) -> Counter[int]:
+    """How many item.created events the stream holds, per item id."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        entries = await client.xrange(env["EVENTS_STREAM"]) or []
+    finally:
+        await client.aclose()
+    return Counter(
+        int(json.loads(fields["payload"])["item_id"])
+        for _, fields in entries
+        if fields and fields.get("type") == "item.created"
+    )
+
+
+async def http_create(
+    session: aiohttp.ClientSession, url: str, key: str
+) -> tuple[int, dict[str, Any]]:
+    """POST /v1/items named after its idempotency key: (status, JSON body)."""
+    headers = {"Idempotency-Key": key, "Connection": "close"}
+    body = {"name": key, "quantity": 1}
+    async with session.post(f"{url}/v1/items", json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def get_json(url: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Connection": "close"}) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
