@@ -1,0 +1,401 @@
+"""The deployment files are right, not illustrative: Dockerfile, lock files, compose, manifests, CI.
+
+Needs, besides the dev extras: `kubectl` on PATH (for `kubectl kustomize`; GitHub's runners have
+it). Without it these tests skip locally and fail in CI (CI=true). The manifests are validated
+against the Kubernetes schemas of the oldest supported version and of the newest one known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from {{ cookiecutter.package_name }}.settings import Settings
+from scripts.rollout_check import dockerfile_command
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# The oldest supported Kubernetes (preStop sleep, matchLabelKeys) and the newest schemas known.
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+KUSTOMIZATIONS = ("k8s/base", "k8s/overlays/dev", "k8s/overlays/prod")
+GRACE_MARGIN = 5  # seconds between the end of the shutdown budget and the kubelet's SIGKILL
+DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+Doc = dict[str, Any]
+
+
+def answers() -> dict[str, Any]:
+    replay = json.loads((PROJECT / ".cookiecutter.json").read_text(encoding="utf-8"))
+    return dict(replay["cookiecutter"])
+
+
+def tool(name: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / name), *map(str, args)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        message = "kubectl is needed on PATH to render the manifests (`kubectl kustomize`)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def render(kustomization: str) -> list[Doc]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(PROJECT / kustomization)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {kustomization}:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Doc]]:
+    return {kustomization: render(kustomization) for kustomization in KUSTOMIZATIONS}
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    found = [doc for doc in docs if doc["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def seconds(duration: str | int) -> float:
+    """A compose duration ("25s", "1m30s", "1h") in seconds."""
+    if isinstance(duration, int):
+        return float(duration)
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", duration.strip())
+    assert duration.strip(), "empty duration"
+    assert parts is not None, f"not a duration: {duration!r}"
+    hours, minutes, secs = (float(part or 0) for part in parts.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+def containers(pod_spec: Doc) -> Iterator[Doc]:
+    yield from pod_spec.get("initContainers", [])
+    yield from pod_spec["containers"]
+
+
+# -- Dockerfile ----------------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = tool("hadolint", "--no-color", "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # No rule is silenced without a reason written next to it.
+    for line in (PROJECT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        assert "hadolint ignore" not in line or "--" in line.split("hadolint ignore")[1], line
+
+
+def test_dockerfile_runs_python_as_pid_1_non_root_with_stdlib_healthcheck() -> None:
+    text = (PROJECT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    python = answers()["python_version"]
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, flags=re.MULTILINE)
+    assert [name for _, name in stages] == ["build", "runtime"]
+    assert f"ARG PYTHON_IMAGE=python:{python}-slim-" in text
+    assert dockerfile_command() == ["python", "-m", "{{ cookiecutter.package_name }}"]
+    runtime = text.split(" AS runtime", 1)[1]
+    assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE)
+    assert re.search(r"^STOPSIGNAL SIGTERM$", runtime, flags=re.MULTILINE)
+    assert "--require-hashes" in text
+    healthcheck = re.search(r"^HEALTHCHECK .* CMD (\[.*\])$", runtime, flags=re.MULTILINE)
+    assert healthcheck is not None
+    command = json.loads(healthcheck.group(1))
+    assert command[:2] == ["python", "-c"]
+    imports = set(re.findall(r"import ([\w., ]+?);", command[2]))
+    assert imports <= {"os, urllib.request"}, imports
+    # Nothing secret is baked in, and the shutdown timing comes from the service's defaults.
+    env_lines = " ".join(re.findall(r"^ENV (.*)$", text, flags=re.MULTILINE))
+    for forbidden in ("PASSWORD", "SECRET", "TOKEN", "DATABASE_URL", "REDIS_URL", "DRAIN_DELAY"):
+        assert forbidden not in env_lines
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
+    lines = (PROJECT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert patterns[0] == "*", "everything is excluded first, then the build inputs let back in"
+    assert "**/.env" in patterns
+    assert not any(p.startswith("!") and (".venv" in p or ".env" in p) for p in patterns)
+
+
+def locked(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` entry; each must carry hashes."""
+    entries: dict[str, str] = {}
+    text = path.read_text(encoding="utf-8")
+    for block in re.split(r"\n(?=[A-Za-z])", text):
+        first = block.splitlines()[0]
+        if first.startswith("#") or not first.strip():
+            continue
+        match = re.match(r"([A-Za-z0-9._-]+)==([^ ;\\]+)", first)
+        assert match, f"{path.name}: not pinned: {first!r}"
+        assert "--hash=sha256:" in block, f"{path.name}: {first!r} has no hash"
+        entries[canonical(match.group(1))] = match.group(2)
+    return entries
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_closure(requirements: list[str]) -> dict[str, str]:
+    """The installed distributions that `requirements` pull in (no extras), name -> version."""
+    found: dict[str, str] = {}
+    pending = [Requirement(text) for text in requirements]
+    while pending:
+        requirement = pending.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = canonical(requirement.name)
+        if name in found:
+            continue
+        distribution = metadata.distribution(name)
+        found[name] = distribution.version
+        pending += [Requirement(text) for text in distribution.requires or []]
+    return found
+
+
+def test_lock_files_agree_with_pyproject_and_the_tested_virtualenv() -> None:
+    pyproject = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))
+    dependencies = pyproject["project"]["dependencies"]
+    lock = locked(PROJECT / "requirements.lock")
+    hint = "run `make lock` after changing pyproject.toml"
+    for text in dependencies:
+        requirement = Requirement(text)
+        version = lock.get(canonical(requirement.name), "missing")
+        assert requirement.specifier.contains(version), (
+            f"requirements.lock has {requirement.name} {version}, not {text} ({hint})"
+        )
+    # What the tests ran with is what the image gets: same distributions, same versions.
+    tested = runtime_closure(dependencies)
+    markers_only = {name for name in lock if name not in tested}  # e.g. async-timeout < 3.11.3
+    for name in markers_only:
+        entry = re.search(rf"^{name}==\S+ ; (.+?) \\$", lock_text(), flags=re.MULTILINE | re.I)
+        assert entry, f"requirements.lock has {name}, which nothing installed needs ({hint})"
+    assert not set(tested) - set(lock), f"missing from requirements.lock ({hint})"
+    assert {name: lock[name] for name in tested} == tested, hint
+    build = locked(PROJECT / "requirements-build.lock")
+    for text in pyproject["build-system"]["requires"]:
+        requirement = Requirement(text)
+        version = build.get(canonical(requirement.name), "missing")
+        assert requirement.specifier.contains(version), (
+            f"requirements-build.lock has {requirement.name} {version}, not {text} ({hint})"
+        )
+
+
+def lock_text() -> str:
+    return (PROJECT / "requirements.lock").read_text(encoding="utf-8")
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifests_render_and_validate_against_kubernetes_schemas(
+    rendered: dict[str, list[Doc]], version: str, tmp_path: Path
+) -> None:
+    for kustomization, docs in rendered.items():
+        path = tmp_path / (kustomization.replace("/", "-") + ".yaml")
+        path.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+        result = tool("kubernetes-validate", "--strict", "--quiet", "-k", version, path)
+        assert result.returncode == 0, f"{kustomization} @ {version}:\n{result.stdout}"
+
+
+def test_manifests_names_are_valid_and_objects_complete(rendered: dict[str, list[Doc]]) -> None:
+    for kustomization, docs in rendered.items():
+        kinds = sorted(doc["kind"] for doc in docs)
+        expected = {
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Service",
+            "ServiceAccount",
+        }
+        assert expected <= set(kinds), (kustomization, kinds)
+        for doc in docs:
+            name = doc["metadata"]["name"]
+            assert len(name) <= 63, (kustomization, name)
+            assert DNS_1123_LABEL.fullmatch(name), (kustomization, name)
+        deployment = one(docs, "Deployment")
+        for container in containers(deployment["spec"]["template"]["spec"]):
+            assert DNS_1123_LABEL.fullmatch(container["name"])
+            for port in container.get("ports", []):
+                assert len(port["name"]) <= 15
+    prod = rendered["k8s/overlays/prod"]
+    hpa = one(prod, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert "replicas" not in one(prod, "Deployment")["spec"], "the autoscaler owns replicas"
+    assert one(rendered["k8s/overlays/dev"], "Deployment")["spec"]["replicas"] == 1
+    assert one(prod, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert one(prod, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_deployment_rolls_without_downtime_and_runs_locked_down(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    settings = answers()
+    for docs in rendered.values():
+        deployment = one(docs, "Deployment")
+        spec = deployment["spec"]
+        assert spec["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
+        assert spec["minReadySeconds"] > 0
+        pod = spec["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["enableServiceLinks"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+        assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        for container in containers(pod):
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"] == {"drop": ["ALL"]}
+            assert container["resources"]["requests"]["cpu"]
+            assert container["resources"]["limits"]["memory"]
+        server = pod["containers"][0]
+        assert server["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert server["readinessProbe"]["failureThreshold"] == 1
+        assert server["readinessProbe"]["periodSeconds"] <= 2
+        assert server["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert server["startupProbe"]["httpGet"]["path"] == "/livez"
+        ports = {port["name"]: port["containerPort"] for port in server["ports"]}
+        expected_ports = {"http": int(settings["http_port"])}
+        if settings["use_grpc"] == "yes":
+            expected_ports["grpc"] = int(settings["grpc_port"])
+        assert ports == expected_ports
+        service_ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
+        assert set(service_ports) == set(expected_ports)
+        if "grpc" in service_ports:
+            assert service_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+        secrets = {
+            item["name"]
+            for item in server.get("env", [])
+            if "secretKeyRef" in item.get("valueFrom", {})
+        }
+        expected_secrets = set()
+        if settings["use_postgres"] == "yes":
+            expected_secrets.add("DATABASE_URL")
+        if settings["use_redis"] == "yes":
+            expected_secrets.add("REDIS_URL")
+        assert secrets == expected_secrets
+        init = [c["name"] for c in pod.get("initContainers", [])]
+        assert init == (["migrate"] if settings["use_postgres"] == "yes" else [])
+
+
+# -- The timing invariant ------------------------------------------------------------------------
+
+
+def test_timing_invariant_holds_in_answers_defaults_dockerfile_compose_and_manifests(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """DRAIN_DELAY < SHUTDOWN_TIMEOUT; every grace period >= preStop + SHUTDOWN_TIMEOUT + 5 s."""
+    settings = answers()
+    drain = float(settings["drain_delay_seconds"])
+    timeout = float(settings["shutdown_timeout_seconds"])
+    assert drain < timeout
+    defaults = Settings.model_fields
+    assert (defaults["drain_delay"].default, defaults["shutdown_timeout"].default) == (
+        drain,
+        timeout,
+    )
+
+    dockerfile = (PROJECT / "Dockerfile").read_text(encoding="utf-8")
+    assert "SHUTDOWN_TIMEOUT=" not in dockerfile
+    assert "DRAIN_DELAY=" not in dockerfile
+    assert re.search(r"^STOPSIGNAL SIGTERM$", dockerfile, flags=re.MULTILINE)
+
+    compose = yaml.safe_load((PROJECT / "docker-compose.yml").read_text(encoding="utf-8"))
+    service = compose["services"][settings["service_name"]]
+    environment = service["environment"]
+    assert float(environment["DRAIN_DELAY"]) == drain
+    assert float(environment["SHUTDOWN_TIMEOUT"]) == timeout
+    assert service["stop_signal"] == "SIGTERM"
+    assert seconds(service["stop_grace_period"]) >= timeout + GRACE_MARGIN
+
+    for kustomization, docs in rendered.items():
+        config = one(docs, "ConfigMap")["data"]
+        config_drain = float(config["DRAIN_DELAY"])
+        config_timeout = float(config["SHUTDOWN_TIMEOUT"])
+        assert config_drain < config_timeout, kustomization
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            pre_stop = container.get("lifecycle", {}).get("preStop", {})
+            sleep = float(pre_stop.get("sleep", {}).get("seconds", 0))
+            assert "exec" not in pre_stop, "no shell in the image; use preStop.sleep"
+            grace = pod["terminationGracePeriodSeconds"]
+            assert grace >= sleep + config_timeout + GRACE_MARGIN, (kustomization, grace)
+
+
+# -- Compose and CI ------------------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_and_orders_the_start() -> None:
+    path = PROJECT / "docker-compose.yml"
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    settings = answers()
+    services = yaml.safe_load(path.read_text(encoding="utf-8"))["services"]
+    service = services[settings["service_name"]]
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+    depends = service.get("depends_on", {})
+    expected: dict[str, dict[str, str]] = {}
+    if settings["use_postgres"] == "yes":
+        expected["postgres"] = {"condition": "service_healthy"}
+        expected["migrate"] = {"condition": "service_completed_successfully"}
+        assert services["migrate"]["command"] == ["migrate"]
+        assert "healthcheck" in services["postgres"]
+    if settings["use_redis"] == "yes":
+        expected["redis"] = {"condition": "service_healthy"}
+        assert "healthcheck" in services["redis"]
+    assert depends == expected
+    assert set(services) == {settings["service_name"], *expected}
+
+
+def test_ci_workflow_validates_against_the_github_schema() -> None:
+    path = PROJECT / ".github" / "workflows" / "ci.yml"
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.github-workflows", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+    test_job = workflow["jobs"]["test"]
+    settings = answers()
+    services = set(test_job.get("services", {}))
+    assert services == {
+        name
+        for name, option in (("postgres", "use_postgres"), ("redis", "use_redis"))
+        if settings[option] == "yes"
+    }
+    steps = " ".join(str(step.get("run", "")) for step in test_job["steps"])
+    for command in ("ruff check", "ruff format --check", "mypy", "pytest", "rollout-check"):
+        assert command in steps
+    assert "docker/build-push-action" in json.dumps(workflow["jobs"]["image"])
