@@ -459,8 +459,7 @@ class Rollout:
                 raise RuntimeError(f"migrate exited {code}:\n{output}")
         await self.start_haproxy()
         replicas = self.slots[:2]
-        for slot in replicas:
-            await self.start_replica(slot)
+        await asyncio.gather(*(self.start_replica(slot) for slot in replicas))
         await self.wait_states(
             {slot.name: "UP" for slot in replicas} | {self.slots[2].name: "DOWN"}
         )
