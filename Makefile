@@ -33,5 +33,6 @@ lint: venv
 
 test: venv
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-tools.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -n 2 --dist loadscope --durations=10

@@ -1,0 +1,222 @@
+"""Deployment files across answers: they render, validate, adapt to the options, keep the timing.
+
+The generated suite checks its own project in depth (tests/test_deploy*.py, test_rollout.py) for
+the answer sets that get a virtualenv; these bake more answer sets, without one: options off,
+non-default timings and ports, the longest service name. Needs `kubectl` (for `kubectl kustomize`)
+and the pinned validators of requirements-dev.txt; `make test` checks kubectl is there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import check_ok, cookiecutter_cli, run
+
+KUBERNETES_VERSION = "1.30.0"  # the oldest the manifests support; the generated suite adds 1.37
+KUSTOMIZATIONS = ("k8s/base", "k8s/overlays/dev", "k8s/overlays/prod")
+GRACE_MARGIN = 5
+BIN = Path(sys.executable).parent
+DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+ANSWER_SETS: dict[str, dict[str, str]] = {
+    "default": {},
+    "slow-drain": {
+        "service_name": "api",
+        "http_port": "8000",
+        "grpc_port": "9090",
+        "drain_delay_seconds": "15",
+        "shutdown_timeout_seconds": "120",
+    },
+    "minimal": {
+        "service_name": "tiny-svc",
+        "python_version": "3.13",
+        "use_grpc": "no",
+        "use_postgres": "no",
+        "use_redis": "no",
+        "use_consumer": "no",
+        "drain_delay_seconds": "0",
+        "shutdown_timeout_seconds": "1",
+    },
+    "redis-only-long-name": {
+        "service_name": "inventory-reconciliation-worker-eu-west1",
+        "python_version": "3.11",
+        "use_postgres": "no",
+        "use_consumer": "no",
+    },
+}
+
+Doc = dict[str, Any]
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is needed on PATH to render the manifests (`kubectl kustomize`)")
+    return found
+
+
+def answers_of(project: Path) -> dict[str, str]:
+    replay = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
+    return {key: str(value) for key, value in replay["cookiecutter"].items()}
+
+
+@pytest.fixture(params=list(ANSWER_SETS), scope="module")
+def baked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp(f"deploy-{request.param}")
+    result = cookiecutter_cli(work / "out", ANSWER_SETS[request.param], config_dir=work / "cfg")
+    check_ok(result, f"cookiecutter {ANSWER_SETS[request.param]}")
+    (project,) = (work / "out").iterdir()
+    return project
+
+
+RENDERED: dict[Path, dict[str, list[Doc]]] = {}
+
+
+def render(project: Path) -> dict[str, list[Doc]]:
+    """The three kustomizations, rendered once per baked project (callers must not mutate)."""
+    if project in RENDERED:
+        return RENDERED[project]
+    rendered = {}
+    for kustomization in KUSTOMIZATIONS:
+        result = run([kubectl(), "kustomize", project / kustomization], timeout=120)
+        check_ok(result, f"kubectl kustomize {kustomization}")
+        rendered[kustomization] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    RENDERED[project] = rendered
+    return rendered
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    (found,) = [doc for doc in docs if doc["kind"] == kind]
+    return found
+
+
+def validate(paths: list[Path]) -> subprocess.CompletedProcess[str]:
+    return run(
+        [BIN / "kubernetes-validate", "--strict", "--quiet", "-k", KUBERNETES_VERSION, *paths]
+    )
+
+
+def test_manifests_render_validate_and_have_valid_names(baked: Path, tmp_path: Path) -> None:
+    rendered = render(baked)
+    paths = []
+    for kustomization, docs in rendered.items():
+        path = tmp_path / (kustomization.replace("/", "-") + ".yaml")
+        path.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+        paths.append(path)
+        for doc in docs:
+            name = doc["metadata"]["name"]
+            assert len(name) <= 63, name
+            assert DNS_1123_LABEL.fullmatch(name), name
+            namespace = doc["metadata"].get("namespace", "")
+            assert len(namespace) <= 63, namespace
+    check_ok(validate(paths), f"kubernetes-validate {KUBERNETES_VERSION}")
+
+
+def test_the_validator_rejects_what_kubernetes_would(baked: Path, tmp_path: Path) -> None:
+    """The schema check is not vacuous: an unknown field and a wrong type are both refused."""
+    deployment = one(render(baked)["k8s/overlays/prod"], "Deployment")
+    unknown = json.loads(json.dumps(deployment))
+    unknown["spec"]["template"]["spec"]["terminationGracePeriod"] = 30
+    wrong_type = json.loads(json.dumps(deployment))
+    wrong_type["spec"]["minReadySeconds"] = "5"
+    for name, doc in (("unknown", unknown), ("wrong-type", wrong_type)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        assert validate([path]).returncode != 0, name
+
+
+def test_timing_invariant_across_answers(baked: Path) -> None:
+    """DRAIN_DELAY < SHUTDOWN_TIMEOUT; every grace >= preStop sleep + SHUTDOWN_TIMEOUT + 5 s."""
+    answers = answers_of(baked)
+    drain = float(answers["drain_delay_seconds"])
+    timeout = float(answers["shutdown_timeout_seconds"])
+    assert drain < timeout
+
+    settings = (baked / "src" / answers["package_name"] / "settings.py").read_text("utf-8")
+    assert re.search(rf"drain_delay: float = Field\(\s*default={drain:g},", settings)
+    assert re.search(rf"shutdown_timeout: float = Field\(\s*default={timeout:g},", settings)
+
+    dockerfile = (baked / "Dockerfile").read_text(encoding="utf-8")
+    assert "DRAIN_DELAY" not in dockerfile.split("ENV ", 1)[1].split("\n\n")[0]
+    assert re.search(r"^STOPSIGNAL SIGTERM$", dockerfile, flags=re.MULTILINE)
+
+    compose = yaml.safe_load((baked / "docker-compose.yml").read_text(encoding="utf-8"))
+    service = compose["services"][answers["service_name"]]
+    assert float(service["environment"]["DRAIN_DELAY"]) == drain
+    assert float(service["environment"]["SHUTDOWN_TIMEOUT"]) == timeout
+    grace = re.fullmatch(r"(\d+)s", service["stop_grace_period"])
+    assert grace is not None
+    assert float(grace.group(1)) >= timeout + GRACE_MARGIN
+
+    for kustomization, docs in render(baked).items():
+        config = one(docs, "ConfigMap")["data"]
+        assert float(config["DRAIN_DELAY"]) == drain, kustomization
+        assert float(config["SHUTDOWN_TIMEOUT"]) == timeout, kustomization
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            pre_stop = container.get("lifecycle", {}).get("preStop", {})
+            sleep = float(pre_stop.get("sleep", {}).get("seconds", 0))
+            assert pod["terminationGracePeriodSeconds"] >= sleep + timeout + GRACE_MARGIN
+
+
+def test_files_adapt_to_the_options(baked: Path) -> None:
+    answers = answers_of(baked)
+    grpc, postgres, redis = (
+        answers[f"use_{name}"] == "yes" for name in ("grpc", "postgres", "redis")
+    )
+    for kustomization, docs in render(baked).items():
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        server = pod["containers"][0]
+        assert {p["name"] for p in server["ports"]} == ({"http", "grpc"} if grpc else {"http"})
+        service_ports = {p["name"] for p in one(docs, "Service")["spec"]["ports"]}
+        assert service_ports == ({"http", "grpc"} if grpc else {"http"}), kustomization
+        assert bool(pod.get("initContainers")) == postgres
+        secrets = {e["name"] for e in server.get("env", [])}
+        assert secrets == {n for n, on in (("DATABASE_URL", postgres), ("REDIS_URL", redis)) if on}
+        egress = {
+            port["port"]
+            for rule in one(docs, "NetworkPolicy")["spec"]["egress"]
+            for port in rule["ports"]
+        }
+        assert egress == {53} | ({5432} if postgres else set()) | ({6379} if redis else set())
+        assert ("GRPC_PORT" in one(docs, "ConfigMap")["data"]) == grpc
+
+    services = yaml.safe_load((baked / "docker-compose.yml").read_text("utf-8"))["services"]
+    expected = {answers["service_name"]}
+    expected |= {"postgres", "migrate"} if postgres else set()
+    expected |= {"redis"} if redis else set()
+    assert set(services) == expected
+
+    dockerfile = (baked / "Dockerfile").read_text(encoding="utf-8")
+    assert ("proto/" in dockerfile) == grpc
+    assert ("hatch_build.py" in dockerfile) == grpc
+    assert f"python:{answers['python_version']}-slim-" in dockerfile
+    lock = (baked / "requirements.lock").read_text(encoding="utf-8")
+    assert ("grpcio==" in lock) == grpc
+    assert ("asyncpg==" in lock) == postgres
+    assert ("redis==" in lock) == redis
+    build_lock = (baked / "requirements-build.lock").read_text(encoding="utf-8")
+    assert ("grpcio-tools==" in build_lock) == grpc
+
+    workflow = yaml.safe_load((baked / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
+    job_services = set(workflow["jobs"]["test"].get("services", {}))
+    assert job_services == {n for n, on in (("postgres", postgres), ("redis", redis)) if on}
+
+
+def test_dockerfile_compose_and_workflow_pass_their_linters(baked: Path) -> None:
+    check_ok(run([BIN / "hadolint", "--no-color", baked / "Dockerfile"]), "hadolint")
+    for schema, path in (
+        ("vendor.compose-spec", baked / "docker-compose.yml"),
+        ("vendor.github-workflows", baked / ".github" / "workflows" / "ci.yml"),
+    ):
+        result = run([BIN / "check-jsonschema", "--builtin-schema", schema, path])
+        check_ok(result, f"check-jsonschema {schema} {path.name}")
