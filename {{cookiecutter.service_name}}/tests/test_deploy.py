@@ -23,8 +23,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+import scripts.rollout_check
 from {{ cookiecutter.package_name }}.settings import Settings
-from scripts.rollout_check import dockerfile_command
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -119,7 +119,7 @@ def test_dockerfile_runs_python_as_pid_1_non_root_with_stdlib_healthcheck() -> N
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, flags=re.MULTILINE)
     assert [name for _, name in stages] == ["build", "runtime"]
     assert f"ARG PYTHON_IMAGE=python:{python}-slim-" in text
-    assert dockerfile_command() == ["python", "-m", "{{ cookiecutter.package_name }}"]
+    assert scripts.rollout_check.dockerfile_command() == ["python", "-m", "{{ cookiecutter.package_name }}"]
     runtime = text.split(" AS runtime", 1)[1]
     assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE)
     assert re.search(r"^STOPSIGNAL SIGTERM$", runtime, flags=re.MULTILINE)
