@@ -132,11 +132,6 @@ async def test_migrate_fails_with_exit_code_when_postgres_is_down(settings: Sett
     assert "command_failed" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logs.py renders exceptions with dict_tracebacks, which includes every frame's locals"
-    " (here asyncpg.connect's `dsn`, password and all): needs show_locals=False",
-)
 async def test_a_failed_migrate_does_not_log_the_password(settings: Settings) -> None:
     result = await _migrate_against_a_closed_port(settings)
     assert "hunter2" not in result.stdout + result.stderr

@@ -13,7 +13,11 @@ from .grpc_server import GrpcServer, GrpcService
 {% endif -%}
 from .http_server import HttpRoutes, HttpServer
 {% if cookiecutter.use_postgres == "yes" -%}
+{% if cookiecutter.use_consumer == "yes" -%}
 from .items import ITEM_CREATED, ItemStore, on_item_created
+{% else -%}
+from .items import ItemStore
+{% endif -%}
 {% if cookiecutter.use_grpc == "yes" -%}
 from .items_grpc import item_service
 {% endif -%}

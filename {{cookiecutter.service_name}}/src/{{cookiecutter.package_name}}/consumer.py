@@ -120,7 +120,7 @@ class StreamConsumer(Component):
                 reason = str(error) or repr(error)
                 log.warning("consumer_backing_off", error=reason, retry_in_s=backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, self._settings.dependency_max_backoff)
         log.info("consumer_stopped", processed=self.processed, dead_lettered=self.dead_lettered)
 
     async def _ensure_group(self, client: redis.Redis) -> None:

@@ -28,9 +28,14 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     ]
     renderer: structlog.types.Processor
     if console:
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     else:
-        shared.append(structlog.processors.dict_tracebacks)
+        # Tracebacks without locals: frames hold secrets (a DSN with its password, settings).
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
         renderer = structlog.processors.JSONRenderer()
 
     handler = logging.StreamHandler(sys.stdout)

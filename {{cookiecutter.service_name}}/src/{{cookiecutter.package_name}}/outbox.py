@@ -43,7 +43,7 @@ class OutboxRelay(Component):
             except Exception as error:  # a dependency is down: retry after a pause
                 log.warning("outbox_publish_failed", error=str(error) or repr(error))
                 moved = 0
-                interval = min(interval * 2, 5.0)
+                interval = min(interval * 2, self._settings.dependency_max_backoff)
             else:
                 interval = self._settings.outbox_poll_interval
             if moved < self._settings.outbox_batch_size:
