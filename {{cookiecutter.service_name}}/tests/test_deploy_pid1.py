@@ -4,8 +4,10 @@ PID 1 is special: the kernel delivers it only the signals it has a handler for, 
 relies on Python's default SIGTERM behaviour would ignore the orchestrator's stop and be killed at
 the end of the grace period. The command is the Dockerfile's ENTRYPOINT + CMD, exactly, run with
 this virtualenv's python first on PATH (as /opt/venv/bin is in the image) under
-`unshare --fork --pid --mount-proc`. That takes root, or unprivileged user namespaces; without
-either the test skips (the generated CI workflow runs it with sudo).
+`unshare --fork --pid --mount-proc`, with the root filesystem remounted read-only in that mount
+namespace (as `readOnlyRootFilesystem` does): the service must need no writable path. That takes
+root, or unprivileged user namespaces; without either the test skips (the generated CI workflow
+runs it with sudo).
 """
 
 from __future__ import annotations
@@ -37,19 +39,32 @@ PHASES = [
 ]
 
 
+# Remount / read-only inside the new mount namespace, then exec the command: PID 1 is the command.
+READ_ONLY_ROOT = ["sh", "-c", 'mount -o remount,bind,ro / && exec "$@"', "sh"]
+
+
 def unshare_prefix() -> list[str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("unshare (util-linux) is not installed")
     # --kill-child: if unshare is killed, so is the namespace (its PID 1 first).
     prefix = [unshare, "--fork", "--pid", "--mount-proc", "--kill-child"]
-    if os.geteuid() == 0:
-        return prefix
-    rootless = [unshare, "--user", "--map-root-user", *prefix[1:]]
-    probe = subprocess.run([*rootless, "true"], capture_output=True, timeout=30, check=False)
+    if os.geteuid() != 0:
+        prefix = [unshare, "--user", "--map-root-user", *prefix[1:]]
+    probe = subprocess.run(
+        [*prefix, *READ_ONLY_ROOT, "true"], capture_output=True, timeout=30, check=False
+    )
     if probe.returncode != 0:
-        pytest.skip("a new PID namespace needs root or unprivileged user namespaces")
-    return rootless
+        pytest.skip(f"needs root or unprivileged user namespaces: {probe.stderr!r}")
+    return [*prefix, *READ_ONLY_ROOT]
+
+
+def root_mount_options(pid: int) -> list[str]:
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            return fields[5].split(",")
+    raise AssertionError(f"no root mount for {pid}")
 
 
 def children(pid: int) -> list[int]:
@@ -116,6 +131,7 @@ def test_entrypoint_is_pid_1_and_sigterm_shuts_down_in_order(tmp_path: Path) -> 
             assert time.monotonic() < deadline, Path(f"/proc/{pid}/cmdline").read_bytes()
             time.sleep(0.02)
         assert namespace_pids(pid)[-1] == 1, "the service is not PID 1 of its namespace"
+        assert "ro" in root_mount_options(pid), "the root filesystem is not read-only"
 
         status = None
         while time.monotonic() < deadline:
