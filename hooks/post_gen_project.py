@@ -27,6 +27,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "src/{package_name}/*grpc*.py",
         "src/{package_name}/v1",
         "tests/*grpc*",
+        "bench/*grpc*",
     ],
     "use_postgres": [
         "src/{package_name}/db.py",
@@ -35,6 +36,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "src/{package_name}/outbox.py",
         "proto/{package_name}/v1/items.proto",
         "tests/*items*",
+        "bench/*items*",
     ],
     "use_redis": [
         "src/{package_name}/redis_client.py",
@@ -42,6 +44,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
     "use_consumer": [
         "src/{package_name}/consumer.py",
         "tests/*consumer*",
+        "bench/*consumer*",
     ],
 }
 

@@ -1,0 +1,106 @@
+"""Baseline: the service's `POST /v1/items` handler on a plain aiohttp app, no middleware.
+
+`python -m bench.baseline_items PORT` (configured by the same environment variables as the
+service) runs the same dependencies and background components as the service (Postgres pool,
+Redis client, outbox relay, consumer) and the same handlers, imported from the service, on a
+`web.Application()` served by `web.run_app` with its defaults: only the service's request
+middleware and its lifecycle are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import asyncpg
+import redis.asyncio as redis
+from aiohttp import web
+{% if cookiecutter.use_consumer == "yes" %}
+from {{ cookiecutter.package_name }}.consumer import StreamConsumer
+{%- endif %}
+from {{ cookiecutter.package_name }}.db import PostgresPool
+from {{ cookiecutter.package_name }}.http_server import SETTINGS
+{%- if cookiecutter.use_consumer == "yes" %}
+from {{ cookiecutter.package_name }}.items import ITEM_CREATED, ItemStore, on_item_created
+{%- else %}
+from {{ cookiecutter.package_name }}.items import ItemStore
+{%- endif %}
+from {{ cookiecutter.package_name }}.items_http import item_routes
+from {{ cookiecutter.package_name }}.lifecycle import Component
+from {{ cookiecutter.package_name }}.logs import configure_logging
+from {{ cookiecutter.package_name }}.outbox import OutboxRelay
+from {{ cookiecutter.package_name }}.readiness import Readiness
+from {{ cookiecutter.package_name }}.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.settings import Settings
+
+READINESS = web.AppKey("readiness", Readiness)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready = request.app[READINESS].ready
+    return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+
+def create_app(settings: Settings) -> web.Application:
+    readiness = Readiness()
+    db = PostgresPool(settings, readiness)
+    cache = RedisClient(settings, readiness)
+    store = ItemStore(db, cache, settings)
+    components: list[Component] = [
+        db,
+        cache,
+        OutboxRelay(db, cache, settings),
+{%- if cookiecutter.use_consumer == "yes" %}
+        StreamConsumer(db, cache, settings, {ITEM_CREATED: on_item_created}),
+{%- endif %}
+    ]
+
+    async def run_components(app: web.Application) -> AsyncIterator[None]:
+        for component in components:
+            await component.start()
+        await readiness.mark_started()
+        yield
+        for step in ("close_listeners", "drain", "stop_tasks", "close"):
+            for component in reversed(components):
+                await asyncio.wait_for(getattr(component, step)(), timeout=5)
+
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[READINESS] = readiness
+    app.cleanup_ctx.append(run_components)
+    item_routes(store)(app)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def drop_isolated(settings: Settings) -> None:
+    """Remove what a run created: its schema, streams and cache keys (names from the env)."""
+    connection = await asyncpg.connect(settings.database_url)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{settings.database_schema}" CASCADE')
+    finally:
+        await connection.close()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        await client.delete(settings.events_stream, settings.dead_letter_stream)
+        async for key in client.scan_iter(match=f"{settings.cache_prefix}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    """`python -m bench.baseline_items PORT` serves; `... drop` removes the run's data."""
+    settings = Settings()
+    if sys.argv[1] == "drop":
+        if settings.database_schema == "public":
+            raise SystemExit("refusing to drop the public schema")
+        asyncio.run(drop_isolated(settings))
+        return
+    configure_logging(settings.log_level, "json")
+    web.run_app(create_app(settings), host="127.0.0.1", port=int(sys.argv[1]), print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,737 @@
+"""`make bench`: the service against minimal baselines, as ratios measured in the same run.
+
+Each figure runs its baseline and the service in alternating rounds (A B, then B A, ...), so
+drifts of a noisy machine hit both; a ratio is the median of the per-round ratios. Load comes
+from separate processes on 127.0.0.1 (wrk for HTTP, h2load for gRPC), each run bounded in time.
+Prints one Markdown table and writes it to docs/benchmarks.md, keeping the text after the
+results marker (the findings). Not part of the test suite: targets are checked here, not there.
+
+    python -m bench                       # every figure this service has (~3-5 minutes)
+    python -m bench --only http,lifecycle # some of them
+    python -m bench --quick               # one short round: proves the machinery works
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import http.client
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+PACKAGE = "{{ cookiecutter.package_name }}"
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT = BENCH_DIR.parent
+DEFAULT_OUTPUT = PROJECT / "docs" / "benchmarks.md"
+MARKER = "<!-- end of generated results: the text below is kept by `make bench` -->"
+HOST = "127.0.0.1"
+TIMES = "\u00d7"  # the ratio sign
+DASH = "\u2013"  # an empty cell, a range
+CONNECTIONS = 32
+IN_FLIGHT_MS = 1000
+IN_FLIGHT_DRAIN_DELAY = 0.5
+
+HAS_GRPC = (BENCH_DIR / "baseline_grpc.py").exists()
+HAS_ITEMS = (BENCH_DIR / "baseline_items.py").exists()
+HAS_CONSUMER = (BENCH_DIR / "bench_consumer.py").exists()
+FIGURES = ["http", "grpc", "items", "consumer", "lifecycle"]
+INSTALL_HINT = {
+    "wrk": "apt-get install -y wrk (or brew install wrk)",
+    "h2load": "apt-get install -y nghttp2-client (or brew install nghttp2)",
+}
+
+
+@dataclass
+class Options:
+    rounds: int
+    seconds: float
+    messages: int
+    output: Path
+    figures: list[str]
+
+
+@dataclass
+class Row:
+    figure: str
+    baseline: str
+    service: str
+    ratio: str
+    target: str
+    verdict: str
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self, figure: str, baseline: str, service: str, ratio: str, target: str, ok: bool | None
+    ) -> None:
+        verdict = DASH if ok is None else ("met" if ok else "**missed**")
+        self.rows.append(Row(figure, baseline, service, ratio, target, verdict))
+        print(f"  {figure}: baseline {baseline} | service {service} | {ratio} | {verdict}")
+
+    def skip(self, figure: str, why: str) -> None:
+        self.rows.append(Row(figure, DASH, DASH, DASH, DASH, f"skipped: {why}"))
+        print(f"  {figure}: skipped ({why})")
+
+    def table(self) -> str:
+        lines = [
+            "| figure | baseline | service | ratio | target | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in self.rows:
+            cells = (row.figure, row.baseline, row.service, row.ratio, row.target, row.verdict)
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_env(**extra: str) -> dict[str, str]:
+    """The environment of one server: loopback ports, quiet logs, names nobody else uses."""
+    tag = uuid.uuid4().hex[:10]
+    return {
+        **os.environ,
+        "HTTP_HOST": HOST,
+        "GRPC_HOST": HOST,
+        "HTTP_PORT": str(free_port()),
+        "GRPC_PORT": str(free_port()),
+        "ADMIN_HOST": HOST,
+        "ADMIN_PORT": str(free_port()),
+        "LOG_LEVEL": "warning",
+        "LOG_FORMAT": "json",
+        "ACCESS_LOG": "false",
+        "DRAIN_DELAY": "0",
+        "SHUTDOWN_TIMEOUT": "10",
+        "DATABASE_SCHEMA": f"bench_{tag}",
+        "EVENTS_STREAM": f"bench.{tag}.events",
+        "DEAD_LETTER_STREAM": f"bench.{tag}.events.dead",
+        "CONSUMER_GROUP": f"bench-{tag}",
+        "CACHE_PREFIX": f"bench:{tag}:",
+        **extra,
+    }
+
+
+class Server:
+    """One process we started (killed by its own PID only); its output goes to a file."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], workdir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("w")
+        self.spawned = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self.env["HTTP_PORT"])
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 30.0) -> float:
+        """Seconds from spawn to the first 200 on `path`."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.output()}")
+            if http_status(self.port, path, timeout=1.0) == 200:
+                return time.perf_counter() - self.spawned
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.name} not ready within {timeout} s:\n{self.output()}")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def terminate_timed(self, timeout: float = 30.0) -> tuple[float, int]:
+        """SIGTERM; returns (seconds until the process exited, exit code)."""
+        sent = time.perf_counter()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        return time.perf_counter() - sent, code
+
+    def output(self) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def http_status(port: int, path: str, timeout: float) -> int | None:
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def python_module(module: str, *args: str, env: dict[str, str], timeout: float = 180) -> str:
+    """Run `python -m module args` to the end; its stdout (raises with its output on failure)."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)}: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+@contextmanager
+def servers(workdir: Path, *specs: tuple[str, list[str], dict[str, str]]) -> Iterator[list[Server]]:
+    """Start servers (migrating their schemas first when the service has Postgres), ready."""
+    started: list[Server] = []
+    try:
+        for name, args, env in specs:
+            if HAS_ITEMS:
+                python_module(PACKAGE, "migrate", env=env)
+            started.append(Server(name, args, env, workdir))
+        for server in started:
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+        for _, _, env in specs:
+            drop_isolated(env)
+
+
+def drop_isolated(env: dict[str, str]) -> None:
+    if HAS_ITEMS:
+        python_module("bench.baseline_items", "drop", env=env)
+
+
+# -- load generators -----------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    rate: float  # requests per second
+    p99_ms: float
+    errors: int
+
+
+def need(tool: str) -> str | None:
+    """None if the tool is installed, else how to install it."""
+    return None if shutil.which(tool) else f"{tool} not found: {INSTALL_HINT[tool]}"
+
+
+WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, seconds: float, script: Path | None = None) -> Load:
+    """wrk: 1 thread, 32 keep-alive connections, `seconds` long, with the latency histogram."""
+    args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if script is not None:
+        args += ["-s", str(script)]
+    out = subprocess.run(
+        [*args, url], capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if rate is None or p99 is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    if non_2xx := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(non_2xx.group(1))
+    return Load(float(rate.group(1)), float(p99.group(1)) * WRK_UNITS[p99.group(2)], errors)
+
+
+def h2load_grpc(url: str, frame: Path, seconds: float, workdir: Path) -> Load:
+    """h2load as a gRPC client: 4 connections x 8 streams = 32 concurrent unary calls."""
+    log = workdir / f"h2load-{uuid.uuid4().hex[:6]}.log"
+    args = [
+        "h2load",
+        "-c4",
+        "-m8",
+        "-t1",
+        f"-D{max(1, round(seconds))}",
+        "-d",
+        str(frame),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--log-file",
+        str(log),
+        url,
+    ]
+    out = subprocess.run(
+        args, capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    counts = re.search(
+        r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out
+    )
+    if rate is None or counts is None:
+        raise RuntimeError(f"unexpected h2load output:\n{out}")
+    latencies = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line)
+    log.unlink()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000
+    return Load(float(rate.group(1)), p99, int(counts.group(2)))
+
+
+# -- rounds and ratios ---------------------------------------------------------------------------
+
+
+def alternate(rounds: int, measures: Sequence[Callable[[], T]]) -> list[list[T]]:
+    """Each measure once per round, the order reversed every other round (A B, B A, ...)."""
+    results: list[list[T]] = [[] for _ in measures]
+    for round_index in range(rounds):
+        order = list(range(len(measures)))
+        if round_index % 2:
+            order.reverse()
+        for index in order:
+            results[index].append(measures[index]())
+    return results
+
+
+def ratio(service: Sequence[float], baseline: Sequence[float]) -> float:
+    """The median of the per-round ratios service / baseline."""
+    return statistics.median(s / b for s, b in zip(service, baseline, strict=True))
+
+
+def spread(values: Sequence[float], unit: str, digits: int = 0) -> str:
+    """The median, and the range over the rounds when there is more than one."""
+    median = f"{statistics.median(values):,.{digits}f}"
+    if len(values) == 1:
+        return f"{median} {unit}"
+    return f"{median} {unit} ({min(values):,.{digits}f}{DASH}{max(values):,.{digits}f})"
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+def figure_http(options: Options, report: Report, workdir: Path) -> None:
+    if missing := need("wrk"):
+        report.skip("HTTP GET /v1/echo", missing)
+        return
+    baseline_env = isolated_env()
+    service_env = isolated_env()
+    specs = [
+        ("baseline-http", ["-m", "bench.baseline_http", baseline_env["HTTP_PORT"]], baseline_env),
+        ("service", ["-m", PACKAGE], service_env),
+    ]
+    has_access_log = access_log_setting()
+    if has_access_log:
+        logged_env = isolated_env(ACCESS_LOG="true")
+        specs.append(("service-access-log", ["-m", PACKAGE], logged_env))
+    with servers(workdir, *specs) as started:
+        urls = [f"http://{HOST}:{server.port}/v1/echo?msg=hello" for server in started]
+        for url in urls:  # warm-up, not counted
+            wrk(url, 1)
+        loads = alternate(
+            options.rounds, [functools.partial(wrk, url, options.seconds) for url in urls]
+        )
+    base = loads[0]
+    names = ["service"] + (["service, ACCESS_LOG=true"] if has_access_log else [])
+    for name, runs in zip(names, loads[1:], strict=True):
+        rps = ratio([r.rate for r in runs], [r.rate for r in base])
+        p99 = ratio([r.p99_ms for r in runs], [r.p99_ms for r in base])
+        errors = sum(r.errors for r in runs) + sum(r.errors for r in base)
+        label = f"HTTP GET /v1/echo req/s, 32 conns ({name})"
+        report.add(
+            label,
+            spread([r.rate for r in base], "req/s"),
+            spread([r.rate for r in runs], "req/s"),
+            f"{rps:.2f}{TIMES}",
+            f"≥ 0.90{TIMES}",
+            rps >= 0.90 and errors == 0,
+        )
+        report.add(
+            f"HTTP GET /v1/echo p99 ({name})",
+            spread([r.p99_ms for r in base], "ms", 2),
+            spread([r.p99_ms for r in runs], "ms", 2),
+            f"{p99:.2f}{TIMES}",
+            f"≤ 1.2{TIMES}",
+            p99 <= 1.2,
+        )
+        if errors:
+            report.notes.append(f"HTTP GET ({name}): {errors} errors or non-2xx answers.")
+
+
+def access_log_setting() -> bool:
+    """Whether the service has an ACCESS_LOG setting (then both ways are measured)."""
+    code = f"from {PACKAGE}.settings import Settings; print('access_log' in Settings.model_fields)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stdout.strip() == "True"
+
+
+def figure_grpc(options: Options, report: Report, workdir: Path) -> None:
+    figure = "gRPC unary Echo calls/s, 32 concurrent"
+    if not HAS_GRPC:
+        report.skip(figure, "the service has no gRPC")
+        return
+    if missing := need("h2load"):
+        report.skip(figure, missing)
+        return
+    frame = workdir / "echo.frame"
+    python_module("bench.baseline_grpc", "frame", str(frame), env=dict(os.environ))
+    baseline_env = isolated_env()
+    service_env = isolated_env()
+    baseline_args = ["-m", "bench.baseline_grpc", "serve", baseline_env["GRPC_PORT"]]
+    path = f"/{PACKAGE}.v1.EchoService/Echo"
+    with servers(workdir, ("service", ["-m", PACKAGE], service_env)):
+        baseline = Server("baseline-grpc", baseline_args, baseline_env, workdir)
+        try:
+            targets = [f"{HOST}:{env['GRPC_PORT']}" for env in (baseline_env, service_env)]
+            for target in targets:  # both answer a real client before the load starts
+                wait_grpc(target)
+            urls = [f"http://{target}{path}" for target in targets]
+            for url in urls:
+                h2load_grpc(url, frame, 1, workdir)
+            loads = alternate(
+                options.rounds,
+                [
+                    functools.partial(h2load_grpc, url, frame, options.seconds, workdir)
+                    for url in urls
+                ],
+            )
+        finally:
+            baseline.stop()
+    base, runs = loads
+    rps = ratio([r.rate for r in runs], [r.rate for r in base])
+    p99 = ratio([r.p99_ms for r in runs], [r.p99_ms for r in base])
+    errors = sum(r.errors for r in (*base, *runs))
+    report.add(
+        figure,
+        spread([r.rate for r in base], "calls/s"),
+        spread([r.rate for r in runs], "calls/s"),
+        f"{rps:.2f}{TIMES}",
+        f"≥ 0.90{TIMES}",
+        rps >= 0.90 and errors == 0,
+    )
+    report.add(
+        "gRPC unary Echo p99",
+        spread([r.p99_ms for r in base], "ms", 2),
+        spread([r.p99_ms for r in runs], "ms", 2),
+        f"{p99:.2f}{TIMES}",
+        "report",
+        None,
+    )
+    if errors:
+        report.notes.append(f"gRPC: {errors} failed calls.")
+
+
+def wait_grpc(target: str, timeout: float = 30.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            python_module("bench.baseline_grpc", "check", target, env=dict(os.environ), timeout=30)
+            return
+        except RuntimeError:
+            if time.perf_counter() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+POST_ITEM_LUA = """
+wrk.method = "POST"
+wrk.body = '{"name": "bench", "quantity": 1}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def figure_items(options: Options, report: Report, workdir: Path) -> None:
+    figure = "HTTP POST /v1/items + event publish, req/s"
+    if not HAS_ITEMS:
+        report.skip(figure, "the service has no items (Postgres)")
+        return
+    if missing := need("wrk"):
+        report.skip(figure, missing)
+        return
+    script = workdir / "post_item.lua"
+    script.write_text(POST_ITEM_LUA)
+    baseline_env = isolated_env()
+    service_env = isolated_env()
+    specs = [
+        ("baseline-items", ["-m", "bench.baseline_items", baseline_env["HTTP_PORT"]], baseline_env),
+        ("service", ["-m", PACKAGE], service_env),
+    ]
+    with servers(workdir, *specs) as started:
+        urls = [f"http://{HOST}:{server.port}/v1/items" for server in started]
+        for url in urls:
+            wrk(url, 1, script)
+        loads = alternate(
+            options.rounds, [functools.partial(wrk, url, options.seconds, script) for url in urls]
+        )
+    base, runs = loads
+    rps = ratio([r.rate for r in runs], [r.rate for r in base])
+    errors = sum(r.errors for r in (*base, *runs))
+    report.add(
+        figure,
+        spread([r.rate for r in base], "req/s"),
+        spread([r.rate for r in runs], "req/s"),
+        f"{rps:.2f}{TIMES}",
+        f"≥ 0.85{TIMES}",
+        rps >= 0.85 and errors == 0,
+    )
+    if errors:
+        report.notes.append(f"POST /v1/items: {errors} errors or non-2xx answers.")
+
+
+def figure_consumer(options: Options, report: Report, workdir: Path) -> None:
+    if not HAS_CONSUMER:
+        report.skip("consumer msg/s", "the service has no consumer")
+        return
+    env = isolated_env()
+    python_module(PACKAGE, "migrate", env=env)
+    count = str(options.messages)
+
+    def measure(mode: str, effect: str) -> float:
+        out = python_module("bench.bench_consumer", mode, effect, count, env=env)
+        return float(out.strip().splitlines()[-1].split(":")[1].strip(" }"))
+
+    try:
+        for effect in ("noop", "real"):
+            base, runs = alternate(
+                options.rounds,
+                [
+                    functools.partial(measure, "raw", effect),
+                    functools.partial(measure, "service", effect),
+                ],
+            )
+            rate = ratio(runs, base)
+            floor = effect == "noop"
+            ok = rate >= 0.80 and (statistics.median(runs) >= 5000 or not floor)
+            report.add(
+                f"consumer msg/s, {effect} effect ({options.messages:,} msgs)",
+                spread(base, "msg/s"),
+                spread(runs, "msg/s"),
+                f"{rate:.2f}{TIMES}",
+                f"≥ 0.80{TIMES}" + (" and ≥ 5,000 msg/s" if floor else ""),
+                ok,
+            )
+    finally:
+        drop_isolated(env)
+
+
+def figure_lifecycle(options: Options, report: Report, workdir: Path) -> None:
+    """Start-up time, idle RSS and SIGTERM → exit: fresh processes every round."""
+
+    def baseline() -> tuple[float, float, float]:
+        env = isolated_env()
+        server = Server(
+            "baseline-http", ["-m", "bench.baseline_http", env["HTTP_PORT"]], env, workdir
+        )
+        try:
+            ready = server.wait_ready()
+            time.sleep(1.0)
+            rss = server.rss_mb()
+            stop, _ = server.terminate_timed()
+            return ready, rss, stop
+        finally:
+            server.stop()
+
+    def service() -> tuple[float, float, float]:
+        env = isolated_env()
+        if HAS_ITEMS:
+            python_module(PACKAGE, "migrate", env=env)
+        server = Server("service", ["-m", PACKAGE], env, workdir)
+        try:
+            ready = server.wait_ready()
+            time.sleep(1.0)
+            rss = server.rss_mb()
+            stop, code = server.terminate_timed()
+            if code != 0:
+                report.notes.append(f"idle SIGTERM: exit code {code}:\n{server.output()}")
+            return ready, rss, stop
+        finally:
+            server.stop()
+            drop_isolated(env)
+
+    def in_flight() -> float:
+        env = isolated_env(DRAIN_DELAY=str(IN_FLIGHT_DRAIN_DELAY))
+        if HAS_ITEMS:
+            python_module(PACKAGE, "migrate", env=env)
+        server = Server("service-in-flight", ["-m", PACKAGE], env, workdir)
+        statuses: list[int | None] = []
+        try:
+            server.wait_ready()
+            path = f"/v1/echo?msg=slow&delay_ms={IN_FLIGHT_MS}"
+            request = threading.Thread(
+                target=lambda: statuses.append(http_status(server.port, path, timeout=30))
+            )
+            request.start()
+            time.sleep(0.1)  # the request is in its handler
+            stop, code = server.terminate_timed()
+            request.join(timeout=30)
+            if code != 0 or statuses != [200]:
+                report.notes.append(
+                    f"in-flight SIGTERM: exit code {code}, request answered {statuses}"
+                )
+            return stop
+        finally:
+            server.stop()
+            drop_isolated(env)
+
+    base, runs = alternate(options.rounds, [baseline, service])
+    flights = [in_flight() for _ in range(options.rounds)]
+    ready_b, rss_b, stop_b = ([r[i] for r in base] for i in range(3))
+    ready_s, rss_s, stop_s = ([r[i] for r in runs] for i in range(3))
+    report.add(
+        "spawn → /readyz 200",
+        spread(ready_b, "s", 3),
+        spread(ready_s, "s", 3),
+        f"{ratio(ready_s, ready_b):.2f}{TIMES}",
+        "≤ 1.5 s",
+        statistics.median(ready_s) <= 1.5,
+    )
+    report.add(
+        "SIGTERM → exit, idle, DRAIN_DELAY=0",
+        spread(stop_b, "s", 3),
+        spread(stop_s, "s", 3),
+        DASH,
+        "≤ 0.3 s",
+        statistics.median(stop_s) <= 0.3,
+    )
+    bound = IN_FLIGHT_DRAIN_DELAY + IN_FLIGHT_MS / 1000 + 0.3
+    report.add(
+        f"SIGTERM → exit, {IN_FLIGHT_MS} ms request in flight, DRAIN_DELAY={IN_FLIGHT_DRAIN_DELAY}",
+        DASH,
+        spread(flights, "s", 3),
+        DASH,
+        f"≤ {bound:.1f} s (delay + L + 0.3)",
+        max(flights) <= bound,
+    )
+    report.add(
+        "idle RSS after start",
+        spread(rss_b, "MB", 1),
+        spread(rss_s, "MB", 1),
+        f"{ratio(rss_s, rss_b):.2f}{TIMES}",
+        "≤ 90 MB",
+        statistics.median(rss_s) <= 90,
+    )
+
+
+FIGURE_RUNNERS: dict[str, Callable[[Options, Report, Path], None]] = {
+    "http": figure_http,
+    "grpc": figure_grpc,
+    "items": figure_items,
+    "consumer": figure_consumer,
+    "lifecycle": figure_lifecycle,
+}
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def tool_version(args: list[str]) -> str:
+    if not shutil.which(args[0]):
+        return "absent"
+    result = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    first = (result.stdout or result.stderr).strip().splitlines()
+    return first[0] if first else "?"
+
+
+def render(report: Report, options: Options, started: float) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {now} by `make bench` ({time.perf_counter() - started:.0f} s): "
+        f"{options.rounds} alternating round(s) of {options.seconds:g} s per figure, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}; "
+        f"{tool_version(['wrk', '--version'])}; {tool_version(['h2load', '--version'])}.",
+        "Figures are medians over the rounds (range in brackets); a ratio is the median of the "
+        "per-round ratios service / baseline, so it holds on a noisy machine where the absolute "
+        "figures do not.",
+        "",
+        report.table(),
+        "",
+    ]
+    if report.notes:
+        lines += ["Notes:", "", *(f"- {note}" for note in report.notes), ""]
+    return "\n".join(lines)
+
+
+def write_report(text: str, output: Path) -> None:
+    """Replace the generated part of the file; keep whatever follows the marker."""
+    kept = ""
+    if output.exists():
+        _, found, tail = output.read_text().partition(MARKER)
+        kept = tail if found else ""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(f"{text}\n{MARKER}\n" + (f"\n{kept.lstrip()}" if kept.strip() else ""))
+
+
+def parse(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round of 1 s: a smoke run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per load run")
+    parser.add_argument("--messages", type=int, default=5000, help="per consumer run")
+    parser.add_argument("--only", default=",".join(FIGURES), help=f"from {','.join(FIGURES)}")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    figures = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := sorted(set(figures) - set(FIGURES)):
+        parser.error(f"unknown figure(s) {unknown}; choose from {FIGURES}")
+    if args.quick:
+        return Options(1, 1.0, 300, args.output, figures)
+    return Options(max(1, args.rounds), max(1.0, args.seconds), args.messages, args.output, figures)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse(argv)
+    started = time.perf_counter()
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for name in options.figures:
+            print(f"{name}:", flush=True)
+            FIGURE_RUNNERS[name](options, report, Path(tmp))
+    text = render(report, options, started)
+    print()
+    print(report.table())
+    write_report(text, options.output)
+    print(f"\nwritten to {options.output}")
+    return 0
