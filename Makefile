@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 BUILD := build
 SERVICE := orders
 
-.PHONY: venv run test lint
+.PHONY: venv run test lint bench
 
 venv: $(VENV)/.installed
 
@@ -27,9 +27,16 @@ run: venv
 	  && exec .venv/bin/python -m $(SERVICE)
 
 lint: venv
-	$(BIN)/ruff check hooks tests
-	$(BIN)/ruff format --check hooks tests
+	$(BIN)/ruff check hooks tests bench
+	$(BIN)/ruff format --check hooks tests bench
 	$(BIN)/mypy
+
+# Bake the default service into build/bench/ and run its benchmarks (`make bench` there, ~3-5
+# minutes; needs wrk, h2load, PostgreSQL and Redis); the report is copied to the template's
+# {{cookiecutter.service_name}}/docs/benchmarks.md. ARGS="--only http --rounds 5" narrows it down.
+bench: venv
+	bash scripts/ensure-services.sh
+	$(BIN)/python -m bench.run_baked $(ARGS)
 
 test: venv
 	bash scripts/ensure-services.sh

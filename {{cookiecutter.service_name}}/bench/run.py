@@ -81,6 +81,7 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    load_before: str = field(default_factory=lambda: load_average())
 
     def add(
         self, figure: str, baseline: str, service: str, ratio: str, target: str, ok: bool | None
@@ -256,6 +257,23 @@ class Load:
     rate: float  # requests per second
     p99_ms: float
     errors: int
+    requests: int
+    cpu_us: float = 0.0  # the server's CPU time (user + system) per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(pid: int, generate: Callable[[], Load]) -> Load:
+    """Run a load and charge the server's CPU time to its requests: unlike throughput, CPU
+    per request hardly moves when other processes compete for the machine."""
+    before = cpu_seconds(pid)
+    load = generate()
+    load.cpu_us = (cpu_seconds(pid) - before) / max(1, load.requests) * 1e6
+    return load
 
 
 def need(tool: str) -> str | None:
@@ -281,7 +299,10 @@ def wrk(url: str, seconds: float, script: Path | None = None) -> Load:
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     if non_2xx := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(non_2xx.group(1))
-    return Load(float(rate.group(1)), float(p99.group(1)) * WRK_UNITS[p99.group(2)], errors)
+    requests = re.search(r"(\d+) requests in", out)
+    total = int(requests.group(1)) if requests else 0
+    p99_ms = float(p99.group(1)) * WRK_UNITS[p99.group(2)]
+    return Load(float(rate.group(1)), p99_ms, errors, total)
 
 
 def h2load_grpc(url: str, frame: Path, seconds: float, workdir: Path) -> Load:
@@ -315,7 +336,7 @@ def h2load_grpc(url: str, frame: Path, seconds: float, workdir: Path) -> Load:
     latencies = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line)
     log.unlink()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000
-    return Load(float(rate.group(1)), p99, int(counts.group(2)))
+    return Load(float(rate.group(1)), p99, int(counts.group(2)), len(latencies))
 
 
 # -- rounds and ratios ---------------------------------------------------------------------------
@@ -368,7 +389,13 @@ def figure_http(options: Options, report: Report, workdir: Path) -> None:
         for url in urls:  # warm-up, not counted
             wrk(url, 1)
         loads = alternate(
-            options.rounds, [functools.partial(wrk, url, options.seconds) for url in urls]
+            options.rounds,
+            [
+                functools.partial(
+                    with_cpu, server.process.pid, functools.partial(wrk, url, options.seconds)
+                )
+                for server, url in zip(started, urls, strict=True)
+            ],
         )
     base = loads[0]
     names = ["service"] + (["service, ACCESS_LOG=true"] if has_access_log else [])
@@ -393,8 +420,21 @@ def figure_http(options: Options, report: Report, workdir: Path) -> None:
             f"≤ 1.2{TIMES}",
             p99 <= 1.2,
         )
+        add_cpu_row(report, f"HTTP GET /v1/echo CPU per request ({name})", base, runs)
         if errors:
             report.notes.append(f"HTTP GET ({name}): {errors} errors or non-2xx answers.")
+
+
+def add_cpu_row(report: Report, figure: str, base: list[Load], runs: list[Load]) -> None:
+    cpu = ratio([r.cpu_us for r in runs], [r.cpu_us for r in base])
+    report.add(
+        figure,
+        spread([r.cpu_us for r in base], "µs"),
+        spread([r.cpu_us for r in runs], "µs"),
+        f"{cpu:.2f}{TIMES}",
+        "report (noise-robust)",
+        None,
+    )
 
 
 def access_log_setting() -> bool:
@@ -420,7 +460,7 @@ def figure_grpc(options: Options, report: Report, workdir: Path) -> None:
     service_env = isolated_env()
     baseline_args = ["-m", "bench.baseline_grpc", "serve", baseline_env["GRPC_PORT"]]
     path = f"/{PACKAGE}.v1.EchoService/Echo"
-    with servers(workdir, ("service", ["-m", PACKAGE], service_env)):
+    with servers(workdir, ("service", ["-m", PACKAGE], service_env)) as (service,):
         baseline = Server("baseline-grpc", baseline_args, baseline_env, workdir)
         try:
             targets = [f"{HOST}:{env['GRPC_PORT']}" for env in (baseline_env, service_env)]
@@ -429,11 +469,16 @@ def figure_grpc(options: Options, report: Report, workdir: Path) -> None:
             urls = [f"http://{target}{path}" for target in targets]
             for url in urls:
                 h2load_grpc(url, frame, 1, workdir)
+            pids = [baseline.process.pid, service.process.pid]
             loads = alternate(
                 options.rounds,
                 [
-                    functools.partial(h2load_grpc, url, frame, options.seconds, workdir)
-                    for url in urls
+                    functools.partial(
+                        with_cpu,
+                        pid,
+                        functools.partial(h2load_grpc, url, frame, options.seconds, workdir),
+                    )
+                    for pid, url in zip(pids, urls, strict=True)
                 ],
             )
         finally:
@@ -458,6 +503,7 @@ def figure_grpc(options: Options, report: Report, workdir: Path) -> None:
         "report",
         None,
     )
+    add_cpu_row(report, "gRPC unary Echo CPU per call", base, runs)
     if errors:
         report.notes.append(f"gRPC: {errors} failed calls.")
 
@@ -502,7 +548,15 @@ def figure_items(options: Options, report: Report, workdir: Path) -> None:
         for url in urls:
             wrk(url, 1, script)
         loads = alternate(
-            options.rounds, [functools.partial(wrk, url, options.seconds, script) for url in urls]
+            options.rounds,
+            [
+                functools.partial(
+                    with_cpu,
+                    server.process.pid,
+                    functools.partial(wrk, url, options.seconds, script),
+                )
+                for server, url in zip(started, urls, strict=True)
+            ],
         )
     base, runs = loads
     rps = ratio([r.rate for r in runs], [r.rate for r in base])
@@ -515,6 +569,7 @@ def figure_items(options: Options, report: Report, workdir: Path) -> None:
         f"≥ 0.85{TIMES}",
         rps >= 0.85 and errors == 0,
     )
+    add_cpu_row(report, "HTTP POST /v1/items CPU per request (service process)", base, runs)
     if errors:
         report.notes.append(f"POST /v1/items: {errors} errors or non-2xx answers.")
 
@@ -673,6 +728,11 @@ def tool_version(args: list[str]) -> str:
     return first[0] if first else "?"
 
 
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine, the reason for ratios."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def render(report: Report, options: Options, started: float) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -681,7 +741,8 @@ def render(report: Report, options: Options, started: float) -> str:
         f"Measured {now} by `make bench` ({time.perf_counter() - started:.0f} s): "
         f"{options.rounds} alternating round(s) of {options.seconds:g} s per figure, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-        f"{tool_version(['wrk', '--version'])}; {tool_version(['h2load', '--version'])}.",
+        f"{tool_version(['wrk', '--version'])}; {tool_version(['h2load', '--version'])}; "
+        f"load average {report.load_before} before, {load_average()} after.",
         "Figures are medians over the rounds (range in brackets); a ratio is the median of the "
         "per-round ratios service / baseline, so it holds on a noisy machine where the absolute "
         "figures do not.",
