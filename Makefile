@@ -42,4 +42,4 @@ test: venv
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-tools.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -n 4 --dist loadscope --durations=10
+	$(BIN)/pytest -n 2 --dist loadscope --durations=10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import tomllib
@@ -171,13 +170,8 @@ def test_answers_show_up(baked: tuple[dict[str, str], Path]) -> None:
     assert f"default={answers['drain_delay_seconds']},\n" in settings
     assert f"default={answers['shutdown_timeout_seconds']},\n" in settings
 
-    init = ast.parse((project / f"src/{package}/__init__.py").read_text(encoding="utf-8"))
-    description = next(
-        node.value
-        for node in init.body
-        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "DESCRIPTION"
-    )
-    assert ast.literal_eval(description) == answers["description"]
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert answers["description"] in readme
     assert answers["service_name"] in (project / "README.md").read_text(encoding="utf-8")
 
 
