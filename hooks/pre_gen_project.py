@@ -37,6 +37,7 @@ SHUTDOWN_TIMEOUT_MAX = 3600
 PORTS: dict[str, str | None] = {
     "http_port": None,
     "grpc_port": "use_grpc",
+    "metrics_port": None,
 }
 
 # Top-level modules the generated service (or its tooling) imports: a package of the same name
@@ -232,6 +233,8 @@ CHECKS: list[tuple[str, Check]] = [
     ("http_port", distinct_port("http_port")),
     ("grpc_port", port),
     ("grpc_port", distinct_port("grpc_port")),
+    ("metrics_port", port),
+    ("metrics_port", distinct_port("metrics_port")),
     ("drain_delay_seconds", int_between(0)),
     ("shutdown_timeout_seconds", SHUTDOWN_TIMEOUT),
     ("drain_delay_seconds", drain_below_timeout),

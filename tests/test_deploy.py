@@ -33,6 +33,7 @@ ANSWER_SETS: dict[str, dict[str, str]] = {
         "service_name": "api",
         "http_port": "8000",
         "grpc_port": "9090",
+        "metrics_port": "9100",
         "drain_delay_seconds": "15",
         "shutdown_timeout_seconds": "120",
     },
@@ -176,9 +177,15 @@ def test_files_adapt_to_the_options(baked: Path) -> None:
     for kustomization, docs in render(baked).items():
         pod = one(docs, "Deployment")["spec"]["template"]["spec"]
         server = pod["containers"][0]
-        assert {p["name"] for p in server["ports"]} == ({"http", "grpc"} if grpc else {"http"})
+        public = {"http", "grpc"} if grpc else {"http"}
+        ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+        assert set(ports) == public | {"admin"}
+        assert ports["admin"] == int(answers["metrics_port"])
+        annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == answers["metrics_port"]
+        # The admin port is scraped on the pods, never published through the Service.
         service_ports = {p["name"] for p in one(docs, "Service")["spec"]["ports"]}
-        assert service_ports == ({"http", "grpc"} if grpc else {"http"}), kustomization
+        assert service_ports == public, kustomization
         assert bool(pod.get("initContainers")) == postgres
         secrets = {e["name"] for e in server.get("env", [])}
         assert secrets == {n for n, on in (("DATABASE_URL", postgres), ("REDIS_URL", redis)) if on}

@@ -111,6 +111,8 @@ def serve_and_stop(installed: Installed, tmp_path: Path) -> None:
         GRPC_HOST="127.0.0.1",
         HTTP_PORT=str(http_port),
         GRPC_PORT=str(grpc_port),
+        ADMIN_HOST="127.0.0.1",
+        ADMIN_PORT="0",
         DRAIN_DELAY="0.2",
         SHUTDOWN_TIMEOUT="5",
     )

@@ -39,6 +39,8 @@ CASES: list[tuple[dict[str, str], list[str]]] = [
     ({"grpc_port": "-1"}, ["grpc_port"]),
     ({"grpc_port": "8080"}, ["grpc_port"]),
     ({"http_port": "9000", "grpc_port": "9000"}, ["grpc_port"]),
+    ({"metrics_port": "8080"}, ["metrics_port"]),
+    ({"metrics_port": "80"}, ["metrics_port"]),
     ({"drain_delay_seconds": "20"}, ["drain_delay_seconds"]),
     ({"drain_delay_seconds": "30", "shutdown_timeout_seconds": "10"}, ["drain_delay_seconds"]),
     ({"drain_delay_seconds": "1.5"}, ["drain_delay_seconds"]),

@@ -313,6 +313,8 @@ class Rollout:
                 HTTP_PORT=str(slot.http_port),
                 GRPC_HOST="127.0.0.1",
                 GRPC_PORT=str(slot.grpc_port),
+                ADMIN_HOST="127.0.0.1",
+                ADMIN_PORT="0",  # not scraped here
             )
 {%- if cookiecutter.use_consumer == "yes" %}
             env["CONSUMER_NAME"] = f"rollout-{slot.name}-{self.generation}"

@@ -65,12 +65,15 @@ class Service:
     def __init__(self, **env: str) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port()
+        self.admin_port = free_port()
         self.env = {
             **os.environ,
             "HTTP_HOST": "127.0.0.1",
             "GRPC_HOST": "127.0.0.1",
             "HTTP_PORT": str(self.http_port),
             "GRPC_PORT": str(self.grpc_port),
+            "ADMIN_HOST": "127.0.0.1",
+            "ADMIN_PORT": str(self.admin_port),
             "LOG_FORMAT": "json",
             "DRAIN_DELAY": "0.5",
             "SHUTDOWN_TIMEOUT": "10",
@@ -84,6 +87,10 @@ class Service:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def grpc_target(self) -> str:

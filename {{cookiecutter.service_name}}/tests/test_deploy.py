@@ -119,7 +119,8 @@ def test_dockerfile_runs_python_as_pid_1_non_root_with_stdlib_healthcheck() -> N
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, flags=re.MULTILINE)
     assert [name for _, name in stages] == ["build", "runtime"]
     assert f"ARG PYTHON_IMAGE=python:{python}-slim-" in text
-    assert scripts.rollout_check.dockerfile_command() == ["python", "-m", "{{ cookiecutter.package_name }}"]
+    package = "{{ cookiecutter.package_name }}"
+    assert scripts.rollout_check.dockerfile_command() == ["python", "-m", package]
     runtime = text.split(" AS runtime", 1)[1]
     assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE)
     assert re.search(r"^STOPSIGNAL SIGTERM$", runtime, flags=re.MULTILINE)
@@ -292,7 +293,11 @@ def test_deployment_rolls_without_downtime_and_runs_locked_down(
         expected_ports = {"http": int(settings["http_port"])}
         if settings["use_grpc"] == "yes":
             expected_ports["grpc"] = int(settings["grpc_port"])
-        assert ports == expected_ports
+        assert ports == {**expected_ports, "admin": int(settings["metrics_port"])}
+        # Prometheus scrapes the pods' admin port; the Service publishes only the public ones.
+        annotations = spec["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(settings["metrics_port"])
         service_ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
         assert set(service_ports) == set(expected_ports)
         if "grpc" in service_ports:

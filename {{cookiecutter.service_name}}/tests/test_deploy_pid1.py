@@ -92,6 +92,8 @@ def test_entrypoint_is_pid_1_and_sigterm_shuts_down_in_order(tmp_path: Path) -> 
         HTTP_PORT=str(free_port()),
         GRPC_HOST="127.0.0.1",
         GRPC_PORT=str(free_port()),
+        ADMIN_HOST="127.0.0.1",
+        ADMIN_PORT="0",
         LOG_FORMAT="json",
         DRAIN_DELAY="0.5",
         SHUTDOWN_TIMEOUT="10",

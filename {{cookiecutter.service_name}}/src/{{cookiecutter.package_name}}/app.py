@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .admin_server import AdminServer
 {% if cookiecutter.use_consumer == "yes" -%}
 from .consumer import StreamConsumer
 {% endif -%}
@@ -35,7 +36,11 @@ from .settings import Settings
 
 
 def build_components(settings: Settings, readiness: Readiness) -> list[Component]:
-    """Started in this order, closed in reverse: dependencies first, servers last."""
+    """Started in this order, closed in reverse: dependencies first, servers last.
+
+    The admin server comes right after the pools: it takes part in no phase before `close`, so
+    metrics and task stacks are served through the whole shutdown, and in `close` it goes
+    after everything but the pools."""
     components: list[Component] = []
     http_routes: list[HttpRoutes] = []
 {%- if cookiecutter.use_grpc == "yes" %}
@@ -49,6 +54,7 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
     redis = RedisClient(settings, readiness)
     components.append(redis)
 {%- endif %}
+    components.append(AdminServer(settings))
 {%- if cookiecutter.use_postgres == "yes" %}
     items = ItemStore(db, redis, settings)
     components.append(OutboxRelay(db, redis, settings))

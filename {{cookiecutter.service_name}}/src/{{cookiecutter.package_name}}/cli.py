@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from .app import build_components
 from .lifecycle import ExitCode, Lifecycle
 from .logs import configure_logging, flush_logs, log
+from .metrics import describe_build
 {%- if cookiecutter.use_postgres == "yes" %}
 from .migrations import migrate
 {%- endif %}
@@ -32,6 +33,7 @@ def load_settings() -> Settings | None:
 
 
 async def serve(settings: Settings) -> ExitCode:
+    describe_build("{{ cookiecutter.service_name }}")
     readiness = Readiness()
     lifecycle = Lifecycle(
         build_components(settings, readiness),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ from .dependency import DependencyUnavailableError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
+from .metrics import CONSUMER_LAG, CONSUMER_MESSAGES, CONSUMER_PENDING, refresh_at_scrape
 from .redis_client import RedisClient
 from .settings import Settings
 
@@ -78,10 +80,41 @@ class StreamConsumer(Component):
         self._stopping = False
         self._waiting_for_messages = False
         self._loop_task: asyncio.Task[None] | None = None
-        self.processed = 0
-        self.dead_lettered = 0
+        self.outcomes: Counter[str] = Counter()
+        """Messages by outcome: processed, failed, dead_lettered, cancelled (at the deadline)."""
+        self._outcomes_at_close: Counter[str] = Counter()
+        self._in_flight_at_close = 0
+
+    @property
+    def processed(self) -> int:
+        return self.outcomes["processed"]
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.outcomes["dead_lettered"]
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        if outcome != "cancelled":
+            CONSUMER_MESSAGES.labels(outcome).inc()
+
+    async def _refresh_backlog(self) -> None:
+        """Pending and lag of our group, from one XINFO GROUPS (for the metrics scrape)."""
+        try:
+            groups = await self._redis.client.xinfo_groups(self._stream)
+        except DependencyUnavailableError:
+            return
+        except ResponseError as error:
+            if "no such key" in str(error):
+                return  # the stream does not exist yet
+            raise
+        for group in groups:
+            if group["name"] == self._group:
+                CONSUMER_PENDING.set(int(group["pending"]))
+                CONSUMER_LAG.set(int(group.get("lag") or 0))
 
     async def start(self) -> None:
+        refresh_at_scrape(self._refresh_backlog)
         self._loop_task = self.spawn(self._run(), "loop")
 
     # -- the loop ----------------------------------------------------------------------------
@@ -211,6 +244,15 @@ class StreamConsumer(Component):
         }
 
     async def _handle(self, message_id: str, fields: dict[str, str], deliveries: int) -> None:
+        try:
+            await self._handle_in_slot(message_id, fields, deliveries)
+        except asyncio.CancelledError:
+            self._count("cancelled")  # at the shutdown deadline: stays pending
+            raise
+
+    async def _handle_in_slot(
+        self, message_id: str, fields: dict[str, str], deliveries: int
+    ) -> None:
         async with self._slots:
             event_type = fields.get("type", "?")
             with (
@@ -220,20 +262,23 @@ class StreamConsumer(Component):
                 try:
                     await self._apply(message_id, fields)
                     await self._redis.client.xack(self._stream, self._group, message_id)
-                    self.processed += 1
+                    self._count("processed")
                 except TRANSIENT_ERRORS as error:
                     # Stays pending: redelivered once dependencies are back (a committed effect
                     # is then a no-op and only the ack is repeated).
                     log.warning("consume_failed_transient", error=str(error) or repr(error))
+                    self._count("failed")
                 except Exception as error:
                     if deliveries < self._settings.consumer_max_deliveries:
                         log.warning("consume_failed", deliveries=deliveries, error=repr(error))
+                        self._count("failed")
                         return
                     try:
                         await self._dead_letter(message_id, fields, error, deliveries)
                     except (*TRANSIENT_ERRORS, ResponseError) as failure:
                         # Stays pending, retried at its next claim: never stops the consumer.
                         log.warning("dead_letter_failed", error=str(failure) or repr(failure))
+                        self._count("failed")
 
     async def _apply(self, message_id: str, fields: dict[str, str]) -> None:
         """The effect and the event's id, committed together; a duplicate is a no-op."""
@@ -277,7 +322,7 @@ class StreamConsumer(Component):
             message_id,
             *(part for pair in entry.items() for part in pair),
         )
-        self.dead_lettered += 1
+        self._count("dead_lettered")
         log.error("consume_dead_lettered", deliveries=deliveries, error=repr(error))
 
     # -- shutdown --------------------------------------------------------------------------------
@@ -286,6 +331,8 @@ class StreamConsumer(Component):
         """Stop reading. A blocked XREADGROUP is cancelled (anything it was about to deliver
         stays pending for this consumer); a batch being processed is never interrupted."""
         self._stopping = True
+        self._outcomes_at_close = self.outcomes.copy()
+        self._in_flight_at_close = len(self._in_flight)
         if self._waiting_for_messages and self._loop_task is not None:
             self._loop_task.cancel()
 
@@ -299,6 +346,14 @@ class StreamConsumer(Component):
 
     def unfinished(self) -> list[asyncio.Task[object]]:
         return self._in_flight.tasks()
+
+    def shutdown_report(self) -> dict[str, int]:
+        since = self.outcomes - self._outcomes_at_close
+        return {
+            "messages_in_flight_at_close": self._in_flight_at_close,
+            "messages_finished": since["processed"] + since["dead_lettered"],
+            "messages_left_pending": since["failed"] + since["cancelled"],
+        }
 
 
 def _messages(reply: Any) -> list[Message]:

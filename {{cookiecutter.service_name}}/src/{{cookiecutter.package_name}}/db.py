@@ -11,6 +11,7 @@ import asyncpg
 
 from .dependency import Dependency
 from .logs import log
+from .metrics import DB_POOL_IDLE, DB_POOL_SIZE
 from .readiness import Readiness
 from .settings import Settings
 
@@ -29,7 +30,7 @@ class PostgresPool(Dependency):
 
     async def connect(self) -> None:
         settings = self._settings
-        self._pool = await asyncpg.create_pool(
+        self._pool = pool = await asyncpg.create_pool(
             settings.database_url,
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
@@ -37,6 +38,8 @@ class PostgresPool(Dependency):
             command_timeout=settings.db_command_timeout,
             server_settings={"search_path": settings.database_schema},
         )
+        DB_POOL_SIZE.set_function(pool.get_size)
+        DB_POOL_IDLE.set_function(pool.get_idle_size)
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -22,6 +24,7 @@ from .errors import ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
+from .metrics import GRPC_IN_FLIGHT, GRPC_OPEN_STREAMS, RequestMetrics, grpc_metrics
 from .readiness import Readiness
 from .request_id import GRPC_METADATA_KEY, request_id_from
 from .settings import Settings
@@ -47,11 +50,14 @@ class _Stream:
 
 
 class RpcTracker(grpc.aio.ServerInterceptor):
-    """Wraps every handler: request id, in-flight tracking, and stream ending on shutdown."""
+    """Wraps every handler: request id, in-flight tracking, metrics and the access log, and
+    stream ending on shutdown."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: RequestMetrics) -> None:
         self.unary = InFlight()
         self.streams = InFlight()
+        self.streams_ended = 0
+        self._metrics = metrics
         self._open_streams: set[_Stream] = set()
         self._ending = False
         self._wrapped: dict[object, Any] = {}
@@ -68,33 +74,48 @@ class RpcTracker(grpc.aio.ServerInterceptor):
             return None
         wrapped: grpc.RpcMethodHandler[Req, Resp] | None = self._wrapped.get(handler)
         if wrapped is None:
-            wrapped = self._wrapped[handler] = self._wrap(handler)
+            wrapped = self._wrapped[handler] = self._wrap(handler_call_details.method, handler)
         return wrapped
 
     def end_streams(self) -> None:
         """End every open stream with UNAVAILABLE; streams opened from now on end at once."""
         self._ending = True
+        self.streams_ended = len(self._open_streams)
         for stream in self._open_streams:
             stream.ended_by_server = True
             if stream.in_handler:  # else it ends by itself when it comes back for the next reply
                 stream.task.cancel()
 
-    def _wrap(self, handler: grpc.RpcMethodHandler[Req, Resp]) -> grpc.RpcMethodHandler[Req, Resp]:
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Req, Resp]
+    ) -> grpc.RpcMethodHandler[Req, Resp]:
         load, dump = handler.request_deserializer, handler.response_serializer
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), load, dump)
+            unary = self._unary(method, handler.unary_unary)
+            return grpc.unary_unary_rpc_method_handler(unary, load, dump)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary), load, dump
-            )
+            unary = self._unary(method, handler.stream_unary)
+            return grpc.stream_unary_rpc_method_handler(unary, load, dump)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream), load, dump
-            )
+            stream = self._stream(method, handler.unary_stream)
+            return grpc.unary_stream_rpc_method_handler(stream, load, dump)
         if handler.stream_stream:
-            stream = self._stream(handler.stream_stream)
+            stream = self._stream(method, handler.stream_stream)
             return grpc.stream_stream_rpc_method_handler(stream, load, dump)
         return handler
+
+    @contextmanager
+    def _observed(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+        """Counts and times the RPC under its final status code; one access log line."""
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            self._metrics.observe((method,), _status(context, error), time.perf_counter() - started)
 
     async def _begin(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         metadata = dict(context.invocation_metadata() or ())
@@ -103,10 +124,13 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         await context.send_initial_metadata(((GRPC_METADATA_KEY, request_id),))
         return request_id
 
-    def _unary(self, behavior: Behavior) -> Behavior:
+    def _unary(self, method: str, behavior: Behavior) -> Behavior:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             request_id = await self._begin(context)
-            with self.unary.track(f"grpc {_method(behavior)} request_id={request_id}"):
+            with (
+                self._observed(method, context),
+                self.unary.track(f"grpc {method} request_id={request_id}"),
+            ):
                 try:
                     result = behavior(request, context)
                     return await result if inspect.isawaitable(result) else result
@@ -115,13 +139,16 @@ class RpcTracker(grpc.aio.ServerInterceptor):
 
         return unary
 
-    def _stream(self, behavior: Behavior) -> Behavior:
+    def _stream(self, method: str, behavior: Behavior) -> Behavior:
         if inspect.isasyncgenfunction(behavior):
-            return self._generator_stream(behavior)
+            return self._generator_stream(method, behavior)
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             request_id = await self._begin(context)
-            with self.streams.track(f"grpc {_method(behavior)} request_id={request_id}") as task:
+            with (
+                self._observed(method, context),
+                self.streams.track(f"grpc {method} request_id={request_id}") as task,
+            ):
                 state = self._open(task)
                 try:
                     state.in_handler = True
@@ -140,12 +167,15 @@ class RpcTracker(grpc.aio.ServerInterceptor):
 
         return stream
 
-    def _generator_stream(self, behavior: Behavior) -> Behavior:
+    def _generator_stream(self, method: str, behavior: Behavior) -> Behavior:
         async def stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             request_id = await self._begin(context)
-            with self.streams.track(f"grpc {_method(behavior)} request_id={request_id}") as task:
+            with (
+                self._observed(method, context),
+                self.streams.track(f"grpc {method} request_id={request_id}") as task,
+            ):
                 state = self._open(task)
                 replies = behavior(request, context)
                 try:
@@ -179,8 +209,14 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         return state
 
 
-def _method(behavior: Behavior) -> str:
-    return getattr(behavior, "__qualname__", repr(behavior))
+def _status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The RPC's status code name: the one set (abort, set_code), else from how it ended."""
+    code = context.code()
+    if code is not None:
+        return str(getattr(code, "name", code))
+    if error is None:
+        return "OK"
+    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
 
 
 async def _abort_for(
@@ -249,7 +285,10 @@ class GrpcServer(Component):
         services: Sequence[GrpcService] = (),
     ) -> None:
         self._settings = settings
-        self._tracker = RpcTracker()
+        self._tracker = RpcTracker(grpc_metrics(settings.access_log))
+        GRPC_IN_FLIGHT.set_function(self._tracker.unary.__len__)
+        GRPC_OPEN_STREAMS.set_function(self._tracker.streams.__len__)
+        self._in_flight_at_close = 0
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=[self._tracker],
@@ -288,6 +327,7 @@ class GrpcServer(Component):
 
     async def close_listeners(self) -> None:
         # No new RPCs from here on; the lifecycle's deadline bounds the grace, not grpc's timer.
+        self._in_flight_at_close = len(self._tracker.unary)
         grace = self._settings.shutdown_timeout
         self._stopping = asyncio.create_task(self._server.stop(grace), name="grpc.server.stop")
         await asyncio.sleep(0)
@@ -306,3 +346,9 @@ class GrpcServer(Component):
 
     def unfinished(self) -> list[asyncio.Task[object]]:
         return [*self._tracker.unary.tasks(), *self._tracker.streams.tasks()]
+
+    def shutdown_report(self) -> dict[str, int]:
+        return {
+            "rpcs_in_flight_at_close": self._in_flight_at_close,
+            "streams_ended": self._tracker.streams_ended,
+        }

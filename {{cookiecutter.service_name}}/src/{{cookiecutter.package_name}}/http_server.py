@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from .errors import InvalidArgumentError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
+from .metrics import HTTP_IN_FLIGHT, RequestMetrics, http_method, http_metrics
 from .readiness import Readiness
 from .request_id import HTTP_HEADER, request_id_from
 from .settings import Settings
@@ -37,41 +39,50 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def request_middleware(readiness: Readiness, in_flight: InFlight) -> Any:
-    """One middleware for everything per request: id, tracking, JSON errors, drain behaviour."""
+def request_middleware(readiness: Readiness, in_flight: InFlight, metrics: RequestMetrics) -> Any:
+    """One middleware for everything per request: id, tracking, JSON errors, drain behaviour,
+    metrics and the access log."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         request_id = request_id_from(request.headers.get(HTTP_HEADER))
-        name = f"http {request.method} {_route_name(request)} request_id={request_id}"
+        method, route = http_method(request.method), _route_name(request)
+        name = f"http {method} {route} request_id={request_id}"
         with in_flight.track(name), structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                response = await handler(request)
-            except ServiceError as error:
-                response = error_response(error.http_status, error.message, error.field)
-            except TimeoutError:
-                response = error_response(504, "deadline exceeded")
-            except web.HTTPException as error:
-                if error.status < 400:
-                    response = web.Response(status=error.status, headers=error.headers)
-                else:
-                    text = error.text or ""
-                    detailed = text and not text.startswith(f"{error.status}:")
-                    response = error_response(error.status, text if detailed else error.reason)
-                    if allow := error.headers.get("Allow"):
-                        response.headers["Allow"] = allow
-            except Exception:
-                log.exception("http_unhandled_error", route=_route_name(request))
-                response = error_response(500, "internal server error")
-        if not response.prepared:
-            response.headers[HTTP_HEADER] = request_id
-            if readiness.shutting_down:
-                # Moves keep-alive clients to a new connection, which the load balancer routes
-                # to a replica that is still ready.
-                response.force_close()
+            response = await _respond(request, handler, route)
+            if not response.prepared:
+                response.headers[HTTP_HEADER] = request_id
+                if readiness.shutting_down:
+                    # Moves keep-alive clients to a new connection, which the load balancer
+                    # routes to a replica that is still ready.
+                    response.force_close()
+            metrics.observe((method, route), response.status, time.perf_counter() - started)
         return response
 
     return middleware
+
+
+async def _respond(request: web.Request, handler: Handler, route: str) -> web.StreamResponse:
+    """The handler's response, or the JSON error response for what it raised."""
+    try:
+        return await handler(request)
+    except ServiceError as error:
+        return error_response(error.http_status, error.message, error.field)
+    except TimeoutError:
+        return error_response(504, "deadline exceeded")
+    except web.HTTPException as error:
+        if error.status < 400:
+            return web.Response(status=error.status, headers=error.headers)
+        text = error.text or ""
+        detailed = text and not text.startswith(f"{error.status}:")
+        response = error_response(error.status, text if detailed else error.reason)
+        if allow := error.headers.get("Allow"):
+            response.headers["Allow"] = allow
+        return response
+    except Exception:
+        log.exception("http_unhandled_error", route=route)
+        return error_response(500, "internal server error")
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -126,7 +137,7 @@ def create_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_request_body_bytes,
-        middlewares=[request_middleware(readiness, in_flight)],
+        middlewares=[request_middleware(readiness, in_flight, http_metrics(settings.access_log))],
     )
     app[SETTINGS] = settings
     app[READINESS] = readiness
@@ -152,6 +163,8 @@ class HttpServer(Component):
     ) -> None:
         self._settings = settings
         self._in_flight = InFlight()
+        self._in_flight_at_close = 0
+        HTTP_IN_FLIGHT.set_function(self._in_flight.__len__)
         app = create_app(settings, readiness, self._in_flight, features)
         # Our own phases bound the drain; aiohttp's timeout only bounds the final cleanup.
         self._runner = web.AppRunner(
@@ -173,6 +186,7 @@ class HttpServer(Component):
         log.info("http_listening", host=self._settings.http_host, port=self.port)
 
     async def close_listeners(self) -> None:
+        self._in_flight_at_close = len(self._in_flight)
         for site in list(self._runner.sites):
             await site.stop()  # closes the listening socket; does not wait for connections
         server = self._runner.server
@@ -188,3 +202,6 @@ class HttpServer(Component):
 
     def unfinished(self) -> list[asyncio.Task[object]]:
         return self._in_flight.tasks()
+
+    def shutdown_report(self) -> dict[str, int]:
+        return {"requests_in_flight_at_close": self._in_flight_at_close}

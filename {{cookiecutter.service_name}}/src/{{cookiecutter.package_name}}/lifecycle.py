@@ -7,6 +7,8 @@ Components never see a signal. They plug in through `Component` and are driven p
 
 All phases but `close` share the drain deadline (SHUTDOWN_TIMEOUT minus a reserve); `close` gets the
 reserve, so pools are closed and logs flushed even when in-flight work overran.
+
+SIGUSR1 logs every live task with its await stack (`task_dump`) and changes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, NoReturn
 
+from . import metrics
 from .logs import flush_logs, log
 from .readiness import Readiness
 
@@ -86,6 +89,11 @@ class Component:
         """Tasks still doing work: reported with their stacks and cancelled at the deadline."""
         return ()
 
+    def shutdown_report(self) -> dict[str, int]:
+        """What the shutdown found and did (requests drained, messages left pending, ...):
+        part of the `shutdown_complete` event."""
+        return {}
+
 
 def close_reserve(shutdown_timeout: float) -> float:
     """The part of SHUTDOWN_TIMEOUT kept for the `close` phase and the log flush."""
@@ -133,6 +141,16 @@ def await_stack(task: asyncio.Task[Any]) -> list[str]:
     return frames
 
 
+MAX_DUMPED_TASKS = 1000
+"""A task dump names at most this many tasks (a leak of tasks must not make it unbounded)."""
+
+
+def live_tasks() -> list[dict[str, Any]]:
+    """Every live task of the running loop, by name, with its await stack."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda task: task.get_name())[:MAX_DUMPED_TASKS]
+    return [{"task": task.get_name(), "stack": await_stack(task)} for task in tasks]
+
+
 class Lifecycle:
     """Runs components from start to exit; see the module docstring for the phases."""
 
@@ -160,6 +178,8 @@ class Lifecycle:
         self._watchdog_disarmed = threading.Event()
         self.phases: list[dict[str, Any]] = []
         """What each shutdown phase did: name, duration_s, outcome (for logs and tests)."""
+        self.unfinished: list[dict[str, Any]] = []
+        """The tasks cancelled at the deadline: phase, task name, stack."""
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -167,11 +187,16 @@ class Lifecycle:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
+        loop.add_signal_handler(signal.SIGUSR1, self.dump_tasks)
 
     def remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
+
+    def dump_tasks(self) -> None:
+        """Log what every task is waiting for; the service carries on."""
+        log.info("task_dump", tasks=live_tasks())
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """First call starts the shutdown; a second one exits at once."""
@@ -191,6 +216,7 @@ class Lifecycle:
 
     def _begin_stop(self) -> None:
         self._stop_requested_at = asyncio.get_running_loop().time()
+        metrics.shutdown_began(self._shutdown_timeout)
         self._start_watchdog()
         self._stop_requested.set()
 
@@ -212,6 +238,7 @@ class Lifecycle:
     async def run(self) -> ExitCode:
         """Start every component, serve until a signal, shut down. Returns the exit code."""
         self.install_signal_handlers()
+        metrics.LIFECYCLE_PHASE.state("starting")
         try:
             starting = asyncio.create_task(self._start_all(), name="lifecycle.start")
             stop = asyncio.create_task(self._stop_requested.wait(), name="lifecycle.wait")
@@ -229,6 +256,7 @@ class Lifecycle:
                 await self.shutdown(drain_delay=0.0)
                 return ExitCode.START_FAILED
             log.info("service_started", components=[c.name for c in self._started])
+            metrics.LIFECYCLE_PHASE.state("serving")
             await stop
             code = await self.shutdown(drain_delay=self._drain_delay)
             if self._failure:  # not ready yet: start-up failed; ready before: failed while serving
@@ -268,11 +296,14 @@ class Lifecycle:
             if "error" in outcomes
             else ExitCode.OK
         )
+        metrics.LIFECYCLE_PHASE.state("stopped")
         log.info(
             "shutdown_complete",
             exit_code=int(code),
             duration_s=round(loop.time() - begun, 3),
             phases=self.phases,
+            drained={c.name: report for c in parts if (report := c.shutdown_report())},
+            unfinished=self.unfinished,
         )
         return code
 
@@ -285,6 +316,7 @@ class Lifecycle:
         """Run a phase's steps concurrently; past `deadline`, report and cancel what still runs."""
         loop = asyncio.get_running_loop()
         begun = loop.time()
+        metrics.LIFECYCLE_PHASE.state(name)
         tasks = {asyncio.create_task(step, name=f"{name}:{owner}"): owner for owner, step in steps}
         pending: set[asyncio.Task[None]] = set()
         if tasks:
@@ -299,6 +331,7 @@ class Lifecycle:
                 log.error("shutdown_step_failed", phase=name, step=tasks[task], error=repr(error))
         duration = round(loop.time() - begun, 3)
         self.phases.append({"phase": name, "duration_s": duration, "outcome": outcome})
+        metrics.SHUTDOWN_PHASE_DURATION.labels(name).set(duration)
         report = log.info if outcome == "ok" else log.warning
         report("shutdown_phase", phase=name, duration_s=duration, outcome=outcome)
 
@@ -307,7 +340,9 @@ class Lifecycle:
         work = [task for c in self._started for task in c.unfinished() if not task.done()]
         hung = [*work, *steps]
         for task in hung:
-            log.error("task_unfinished", phase=phase, task=task.get_name(), stack=await_stack(task))
+            entry = {"phase": phase, "task": task.get_name(), "stack": await_stack(task)}
+            self.unfinished.append(entry)
+            log.error("task_unfinished", **entry)
             task.cancel()
         grace = min(CANCEL_GRACE, self._exit_deadline - asyncio.get_running_loop().time())
         _, still_running = await asyncio.wait(hung, timeout=max(0.05, grace))

@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     http_port: int = Field(default={{ cookiecutter.http_port }}, ge=1, le=65535)
     grpc_host: str = Field(default="0.0.0.0", min_length=1)
     grpc_port: int = Field(default={{ cookiecutter.grpc_port }}, ge=1, le=65535)
+    admin_host: str = Field(default="0.0.0.0", min_length=1)
+    admin_port: int = Field(
+        default={{ cookiecutter.metrics_port }},
+        ge=0,
+        le=65535,
+        description="/metrics and /debug/tasks, never on the public port (0: any free port).",
+    )
 
     drain_delay: float = Field(
         default={{ cookiecutter.drain_delay_seconds }},
@@ -36,6 +43,7 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    access_log: bool = Field(default=True, description="One log line per request and RPC.")
 
     echo_max_delay_ms: int = Field(default=60_000, ge=0)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1)
@@ -92,6 +100,16 @@ class Settings(BaseSettings):
         min_length=1,
     )
 {%- endif %}
+
+    @model_validator(mode="after")
+    def _admin_port_of_its_own(self) -> Settings:
+        public = {self.http_port{% if cookiecutter.use_grpc == "yes" %}, self.grpc_port{% endif %}}
+        if self.admin_port in public:
+            raise ValueError(
+                f"ADMIN_PORT ({self.admin_port}) must differ from the public ports: "
+                "metrics and task stacks are not for callers"
+            )
+        return self
 
     @model_validator(mode="after")
     def _drain_fits_in_timeout(self) -> Settings:

@@ -1,0 +1,204 @@
+"""Prometheus metrics: every metric of the service is declared here, served by `admin_server.py`.
+
+Labels stay bounded: route templates (`/v1/items/{item_id}`, never the raw path), registered gRPC
+methods, status codes, a fixed set of outcomes and phases. Gauges that mirror state someone else
+already keeps (in-flight sets, pool sizes) read it at scrape time instead of being updated per
+request; backlog figures that need a Redis round trip are refreshed at scrape time, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import Counter, Enum, Gauge, Histogram, Info
+
+from .logs import log
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+LIFECYCLE_PHASES = (
+    "starting",
+    "serving",
+    "readiness_off",
+    "drain_delay",
+    "close_listeners",
+    "end_streams",
+    "drain_in_flight",
+    "stop_tasks",
+    "close",
+    "stopped",
+)
+
+HTTP_REQUESTS = Counter(
+    "http_server_requests",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_server_request_duration_seconds",
+    "Time from the request reaching the service to its response, by method and route template.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge("http_server_requests_in_flight", "HTTP requests being handled.")
+{%- if cookiecutter.use_grpc == "yes" %}
+GRPC_HANDLED = Counter(
+    "grpc_server_handled",
+    "RPCs completed, by full method name and status code.",
+    ["grpc_method", "grpc_code"],
+)
+GRPC_DURATION = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from the RPC's start to its end (a stream's whole life), by full method name.",
+    ["grpc_method"],
+    buckets=LATENCY_BUCKETS,
+)
+GRPC_IN_FLIGHT = Gauge("grpc_server_in_flight", "Unary RPCs being handled.")
+GRPC_OPEN_STREAMS = Gauge("grpc_server_open_streams", "Streaming RPCs open.")
+{%- endif %}
+{%- if cookiecutter.use_consumer == "yes" %}
+CONSUMER_MESSAGES = Counter(
+    "consumer_messages",
+    "Stream messages handled: processed (effect committed, acked), failed (left pending, to be "
+    "redelivered), dead_lettered (moved to the dead-letter stream, acked).",
+    ["outcome"],
+)
+CONSUMER_PENDING = Gauge(
+    "consumer_pending_messages",
+    "Messages delivered to the consumer group and not acknowledged yet (XINFO GROUPS pending).",
+)
+CONSUMER_LAG = Gauge(
+    "consumer_lag_messages",
+    "Messages in the stream not yet delivered to the consumer group (XINFO GROUPS lag).",
+)
+{%- endif %}
+{%- if cookiecutter.use_postgres == "yes" %}
+DB_POOL_SIZE = Gauge("db_pool_connections", "Connections open in the asyncpg pool.")
+DB_POOL_IDLE = Gauge("db_pool_idle_connections", "Connections of the asyncpg pool not in use.")
+{%- endif %}
+LIFECYCLE_PHASE = Enum(
+    "lifecycle_phase", "Where the service is in its life.", states=list(LIFECYCLE_PHASES)
+)
+SHUTDOWN_PHASE_DURATION = Gauge(
+    "shutdown_phase_duration_seconds", "How long each shutdown phase took.", ["phase"]
+)
+SHUTDOWN_STARTED = Gauge(
+    "shutdown_started_timestamp_seconds", "Unix time the shutdown began (0: not shutting down)."
+)
+SHUTDOWN_BUDGET = Gauge(
+    "shutdown_budget_seconds", "SHUTDOWN_TIMEOUT: the shutdown must end within this."
+)
+BUILD = Info("service_build", "The service's name, version and Python.")
+
+SCRAPE_REFRESH_TIMEOUT = 1.0
+"""Seconds a scrape waits for the figures that need a round trip; on timeout, the last values."""
+
+Refresh = Callable[[], Awaitable[None]]
+_refreshers: list[Refresh] = []
+
+
+def describe_build(service: str) -> None:
+    try:
+        service_version = version(service)
+    except PackageNotFoundError:
+        service_version = "unknown"
+    BUILD.info(
+        {"service": service, "version": service_version, "python": platform.python_version()}
+    )
+
+
+def refresh_at_scrape(refresh: Refresh) -> None:
+    """Run `refresh` before every scrape (bounded by SCRAPE_REFRESH_TIMEOUT, errors logged)."""
+    _refreshers.append(refresh)
+
+
+async def refresh_all() -> None:
+    if not _refreshers:
+        return
+    work = asyncio.gather(*(refresh() for refresh in _refreshers), return_exceptions=True)
+    try:
+        results = await asyncio.wait_for(work, SCRAPE_REFRESH_TIMEOUT)
+    except TimeoutError:
+        log.warning("metrics_refresh_timeout", timeout_s=SCRAPE_REFRESH_TIMEOUT)
+        return
+    for result in results:
+        if isinstance(result, Exception):
+            log.warning("metrics_refresh_failed", error=str(result) or repr(result))
+
+
+def shutdown_began(budget: float) -> None:
+    SHUTDOWN_STARTED.set(time.time())
+    SHUTDOWN_BUDGET.set(budget)
+
+
+class RequestMetrics:
+    """Counts and times requests or RPCs; writes the access log line when it is on.
+
+    A request's target is its method and route template (HTTP) or its full method name (gRPC).
+    Label children are looked up once per (target, status) and kept: the hot path is one
+    dictionary lookup, an increment and a bucket search.
+    """
+
+    def __init__(
+        self,
+        requests: Counter,
+        duration: Histogram,
+        *,
+        access_event: str,
+        target_fields: tuple[str, ...],
+        access_log: bool,
+    ) -> None:
+        self._requests = requests
+        self._duration = duration
+        self._access_event = access_event
+        self._target_fields = target_fields
+        self._access_log = access_log
+        self._children: dict[tuple[tuple[str, ...], int | str], tuple[Counter, Histogram]] = {}
+
+    def observe(self, target: tuple[str, ...], status: int | str, seconds: float) -> None:
+        children = self._children.get((target, status))
+        if children is None:
+            children = self._children[target, status] = (
+                self._requests.labels(*target, str(status)),
+                self._duration.labels(*target),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        if self._access_log:
+            log.info(
+                self._access_event,
+                **dict(zip(self._target_fields, target, strict=True)),
+                status=status,
+                duration_ms=round(seconds * 1000, 3),
+            )
+
+
+def http_metrics(access_log: bool) -> RequestMetrics:
+    return RequestMetrics(
+        HTTP_REQUESTS,
+        HTTP_DURATION,
+        access_event="http_request",
+        target_fields=("method", "route"),
+        access_log=access_log,
+    )
+{%- if cookiecutter.use_grpc == "yes" %}
+
+
+def grpc_metrics(access_log: bool) -> RequestMetrics:
+    return RequestMetrics(
+        GRPC_HANDLED,
+        GRPC_DURATION,
+        access_event="grpc_request",
+        target_fields=("method",),
+        access_log=access_log,
+    )
+{%- endif %}
+
+
+def http_method(method: str) -> str:
+    """Standard methods as they are; anything else is 'other' (clients choose the method)."""
+    return method if method in HTTP_METHODS else "other"
