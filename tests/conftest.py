@@ -22,21 +22,38 @@ from tests.support import DEFAULT_PYTHON, REPO_ROOT, Installed, create_venv
 class Variant:
     answers: dict[str, str]
     python_version: str  # the answer; the project's own checks run on it
+    pytest_args: tuple[str, ...] = ()  # the default bake runs everything; the others skip `slow`
 
 
 VARIANTS: dict[str, Variant] = {
     "default": Variant({}, DEFAULT_PYTHON),
-    "no-grpc": Variant({"use_grpc": "no"}, DEFAULT_PYTHON),
+    # Every option off: the echo-only service, on the newest Python.
+    "minimal": Variant(
+        {
+            "service_name": "echo",
+            "python_version": "3.13",
+            "use_grpc": "no",
+            "use_postgres": "no",
+            "use_redis": "no",
+            "use_consumer": "no",
+        },
+        "3.13",
+        ("-m", "not slow"),
+    ),
+    # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer.
     "billing": Variant(
         {
-            "service_name": "billing-api",
+            "service_name": "billing-service-name-of-the-maximum-size",
             "python_version": "3.11",
             "http_port": "9000",
             "grpc_port": "9001",
             "drain_delay_seconds": "0",
             "shutdown_timeout_seconds": "3",
+            "use_grpc": "no",
+            "use_consumer": "no",
         },
         "3.11",
+        ("-m", "not slow"),
     ),
 }
 

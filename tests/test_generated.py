@@ -49,6 +49,8 @@ class ProjectChecks:
     def test_passes_its_own_checks(self, projects: Projects, check: str) -> None:
         installed = projects.get(self.variant)
         tool, *args = CHECKS[check]
+        if check == "pytest":
+            args += VARIANTS[self.variant].pytest_args
         result = run([installed.bin(tool), *args], cwd=installed.project, timeout=900)
         where = f"the {self.variant!r} project (python {installed.python_version})"
         check_ok(result, f"{check} in {where}")
@@ -67,25 +69,20 @@ class TestDefaultProject(ProjectChecks, ServiceRuns):
     variant = "default"
 
 
-class TestNoGrpcProject(ProjectChecks):
-    variant = "no-grpc"
+class TestMinimalProject(ProjectChecks, ServiceRuns):
+    variant = "minimal"
 
 
-class TestBillingProject(ProjectChecks):
+class TestBillingProject(ProjectChecks, ServiceRuns):
     variant = "billing"
 
 
-class TestDefaultServiceOnPython311(ServiceRuns):
-    python_version = "3.11"
-
-
-class TestDefaultServiceOnPython313(ServiceRuns):
-    python_version = "3.13"
-
-
 def test_every_supported_python_runs_the_service() -> None:
-    ran = {VARIANTS["default"].python_version} | {
-        cls.python_version for cls in ServiceRuns.__subclasses__() if cls.python_version
+    """Each variant's own suite starts its service on the variant's Python."""
+    ran = {
+        VARIANTS[cls.variant].python_version
+        for cls in ServiceRuns.__subclasses__()
+        if cls.python_version is None
     }
     assert ran == set(SUPPORTED_PYTHONS)
     checked = {cls.variant for cls in ProjectChecks.__subclasses__()}
