@@ -770,7 +770,7 @@ def parse(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s: a smoke run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="per load run")
-    parser.add_argument("--messages", type=int, default=5000, help="per consumer run")
+    parser.add_argument("--messages", type=int, default=2000, help="per consumer run")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"from {','.join(FIGURES)}")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
