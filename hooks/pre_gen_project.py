@@ -46,6 +46,7 @@ DEPENDENCY_MODULES = frozenset(
     {
         "aiohttp",
         "asyncpg",
+        "bench",
         "google",
         "grpc",
         "grpc_health",
