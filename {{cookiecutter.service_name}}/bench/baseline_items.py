@@ -83,7 +83,9 @@ async def drop_isolated(settings: Settings) -> None:
         await connection.close()
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        await client.delete(settings.events_stream, settings.dead_letter_stream)
+        # Without the consumer there is no dead-letter stream setting; its key may not exist.
+        dead_letter = getattr(settings, "dead_letter_stream", settings.events_stream)
+        await client.delete(settings.events_stream, dead_letter)
         async for key in client.scan_iter(match=f"{settings.cache_prefix}*", count=1000):
             await client.delete(key)
     finally:
