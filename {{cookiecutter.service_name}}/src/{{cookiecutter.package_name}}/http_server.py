@@ -49,7 +49,9 @@ def request_middleware(readiness: Readiness, in_flight: InFlight, metrics: Reque
         request_id = request_id_from(request.headers.get(HTTP_HEADER))
         method, route = http_method(request.method), _route_name(request)
         name = f"http {method} {route} request_id={request_id}"
-        with in_flight.track(name), structlog.contextvars.bound_contextvars(request_id=request_id):
+        # Each request runs in its own task (its own context copy): no need to unbind.
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        with in_flight.track(name):
             response = await _respond(request, handler, route)
             if not response.prepared:
                 response.headers[HTTP_HEADER] = request_id

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 import structlog
 
@@ -19,7 +19,7 @@ def request_id_from(value: str | bytes | None) -> str:
         value = value.decode("ascii", "replace")
     if value and _ACCEPTED.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as uuid4().hex, at a fraction of the cost
 
 
 def current_request_id() -> str:
