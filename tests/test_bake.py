@@ -161,7 +161,7 @@ def test_answers_show_up(baked: tuple[dict[str, str], Path]) -> None:
     assert pyproject["project"]["name"] == answers["service_name"]
     assert pyproject["project"]["description"] == answers["description"]
     assert pyproject["project"]["authors"] == [{"name": answers["author"]}]
-    assert pyproject["project"]["scripts"] == {answers["service_name"]: f"{package}.cli:main"}
+    assert pyproject["project"]["scripts"] == {answers["service_name"]: f"{package}.cli:run"}
     assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [f"src/{package}"]
 
     settings = (project / f"src/{package}/settings.py").read_text(encoding="utf-8")
