@@ -24,6 +24,7 @@ run: venv
 	  && echo "run: $$python ($$($$python --version))" \
 	  && { [ -x .venv/bin/python ] || $$python -m venv .venv; } \
 	  && .venv/bin/python -m pip install --no-input -q -e . \
+	  && .venv/bin/python -m $(SERVICE) migrate \
 	  && exec .venv/bin/python -m $(SERVICE)
 
 lint: venv
