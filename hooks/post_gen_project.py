@@ -46,6 +46,10 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "tests/*consumer*",
         "bench/*consumer*",
     ],
+    "use_tracing": [
+        "src/{package_name}/tracing.py",
+        "tests/*tracing*",
+    ],
 }
 
 # Where and how this run happened, not what was answered: left out of the replay file.

@@ -28,6 +28,7 @@ VALID: dict[str, Any] = {
     "use_postgres": "yes",
     "use_redis": "yes",
     "use_consumer": "yes",
+    "use_tracing": "yes",
     "_template": "/somewhere",
 }
 
@@ -85,6 +86,7 @@ def test_defaults_of_cookiecutter_json_pass() -> None:
         ({"use_postgres": "no"}, ["use_consumer"]),
         ({"use_postgres": "no", "use_redis": "no"}, ["use_consumer"]),
         ({"use_consumer": "maybe"}, ["use_consumer"]),
+        ({"use_tracing": "on"}, ["use_tracing"]),
         ({"service_name": "orders\n"}, ["service_name"]),
         ({"service_name": 42}, ["service_name"]),
         ({"package_name": "type"}, ["package_name"]),

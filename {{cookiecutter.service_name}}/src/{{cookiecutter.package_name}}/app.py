@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from structlog.types import Processor
+
 from .admin_server import AdminServer
 {% if cookiecutter.use_consumer == "yes" -%}
 from .consumer import StreamConsumer
@@ -33,6 +35,11 @@ from .readiness import Readiness
 from .redis_client import RedisClient
 {% endif -%}
 from .settings import Settings
+{% if cookiecutter.use_tracing == "yes" -%}
+from .tracing import Tracing, add_trace_ids
+{% endif %}
+LOG_PROCESSORS: tuple[Processor, ...] = ({% if cookiecutter.use_tracing == "yes" %}add_trace_ids,{% endif %})
+"""Run on every log line before rendering{% if cookiecutter.use_tracing == "yes" %} (trace and span ids){% endif %}."""
 
 
 def build_components(settings: Settings, readiness: Readiness) -> list[Component]:
@@ -42,6 +49,10 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
     metrics and task stacks are served through the whole shutdown, and in `close` it goes
     after everything but the pools."""
     components: list[Component] = []
+{%- if cookiecutter.use_tracing == "yes" %}
+    tracing = Tracing(settings)  # first: it instruments the libraries the others use
+    components.append(tracing)
+{%- endif %}
     http_routes: list[HttpRoutes] = []
 {%- if cookiecutter.use_grpc == "yes" %}
     grpc_services: list[GrpcService] = []
@@ -56,7 +67,7 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
 {%- endif %}
     components.append(AdminServer(settings))
 {%- if cookiecutter.use_postgres == "yes" %}
-    items = ItemStore(db, redis, settings)
+    items = ItemStore(db, redis, settings{% if cookiecutter.use_tracing == "yes" %}, tracing.events{% endif %})
     components.append(OutboxRelay(db, redis, settings))
     http_routes.append(item_routes(items))
 {%- if cookiecutter.use_grpc == "yes" %}

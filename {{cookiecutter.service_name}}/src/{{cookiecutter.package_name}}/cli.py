@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from .app import build_components
+from .app import LOG_PROCESSORS, build_components
 from .lifecycle import ExitCode, Lifecycle
 from .logs import configure_logging, flush_logs, log
 from .metrics import describe_build
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     if settings is None:
         return ExitCode.CONFIG
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, LOG_PROCESSORS)
     try:
         code = asyncio.run(command(settings))
     except Exception:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from .db import Connection, PostgresPool
 from .errors import InvalidArgumentError, NotFoundError
 from .logs import log
+from .outbox import EventContext, NoEventContext
 from .redis_client import RedisClient
 from .settings import Settings
 
@@ -91,9 +92,16 @@ class ItemStore:
     """Items over Postgres and Redis. Callers bound each call with their remaining time
     (`asyncio.timeout`): the request's deadline, not a constant, limits the database work."""
 
-    def __init__(self, db: PostgresPool, cache: RedisClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: PostgresPool,
+        cache: RedisClient,
+        settings: Settings,
+        events: EventContext | None = None,
+    ) -> None:
         self._db = db
         self._cache = cache
+        self._events = events or NoEventContext()
         self._stream = settings.events_stream
         self._ttl = settings.cache_ttl_seconds
         self._prefix = settings.cache_prefix
@@ -122,12 +130,13 @@ class ItemStore:
             item = _item(row)
             payload = {"item_id": item.id, "name": item.name, "quantity": item.quantity}
             await connection.execute(
-                "INSERT INTO outbox (event_id, stream, event_type, payload)"
-                " VALUES ($1, $2, $3, $4::jsonb)",
+                "INSERT INTO outbox (event_id, stream, event_type, payload, headers)"
+                " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)",
                 uuid.uuid4(),
                 self._stream,
                 ITEM_CREATED,
                 json.dumps({**payload, "request_id": request_id}),
+                json.dumps(self._events.outgoing()),
             )
         return item, True
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Literal
 
 import structlog
@@ -17,11 +18,17 @@ LogFormat = Literal["auto", "json", "console"]
 log = structlog.get_logger("{{ cookiecutter.package_name }}")
 
 
-def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
-    """Route structlog and the stdlib loggers (aiohttp, grpc, asyncio) through one renderer."""
+def configure_logging(
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    extra: Sequence[structlog.types.Processor] = (),
+) -> None:
+    """Route structlog and the stdlib loggers (aiohttp, grpc, asyncio) through one renderer;
+    `extra` processors add fields to every line."""
     console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        *extra,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

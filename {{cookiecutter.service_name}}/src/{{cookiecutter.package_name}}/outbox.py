@@ -10,6 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from redis.typing import EncodableT, FieldT
 
 from .db import PostgresPool
 from .dependency import DependencyUnavailableError
@@ -17,6 +22,33 @@ from .lifecycle import Component
 from .logs import log
 from .redis_client import RedisClient
 from .settings import Settings
+
+
+class EventContext(Protocol):
+    """What travels with an event besides its payload: headers captured where the event is
+    written (the trace context, with tracing on) and the scope its consumer handles it in."""
+
+    def outgoing(self) -> dict[str, str]:
+        """Headers to store with an event written now."""
+        ...
+
+    def incoming(
+        self, stream: str, event_type: str, message_id: str, headers: Mapping[str, str]
+    ) -> AbstractContextManager[None]:
+        """The scope in which the consumer handles the event (a span, with tracing on)."""
+        ...
+
+
+class NoEventContext:
+    """Nothing travels with events (tracing off)."""
+
+    def outgoing(self) -> dict[str, str]:
+        return {}
+
+    def incoming(
+        self, stream: str, event_type: str, message_id: str, headers: Mapping[str, str]
+    ) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class OutboxRelay(Component):
@@ -55,7 +87,7 @@ class OutboxRelay(Component):
         redis = self._redis.client
         async with self._db.transaction() as connection:
             rows = await connection.fetch(
-                "SELECT id, event_id, stream, event_type, payload FROM outbox"
+                "SELECT id, event_id, stream, event_type, payload, headers FROM outbox"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._settings.outbox_batch_size,
             )
@@ -63,15 +95,15 @@ class OutboxRelay(Component):
                 return 0
             async with redis.pipeline(transaction=False) as pipe:
                 for row in rows:
-                    payload = row["payload"]
-                    pipe.xadd(
-                        row["stream"],
-                        {
-                            "type": row["event_type"],
-                            "event_id": str(row["event_id"]),
-                            "payload": payload if isinstance(payload, str) else json.dumps(payload),
-                        },
-                    )
+                    fields: dict[FieldT, EncodableT] = {
+                        "type": row["event_type"],
+                        "event_id": str(row["event_id"]),
+                        "payload": _json_text(row["payload"]),
+                    }
+                    headers = _json_text(row["headers"])
+                    if headers != "{}":
+                        fields["headers"] = headers
+                    pipe.xadd(row["stream"], fields)
                 await pipe.execute()
             await connection.execute(
                 "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
@@ -87,3 +119,8 @@ class OutboxRelay(Component):
 
     def unfinished(self) -> list[asyncio.Task[object]]:
         return [self._task] if self._task is not None and not self._task.done() else []
+
+
+def _json_text(value: object) -> str:
+    """A jsonb column as JSON text (asyncpg returns jsonb as text unless a codec is set)."""
+    return value if isinstance(value, str) else json.dumps(value)

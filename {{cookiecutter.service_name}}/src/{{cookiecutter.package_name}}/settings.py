@@ -100,6 +100,25 @@ class Settings(BaseSettings):
         min_length=1,
     )
 {%- endif %}
+{%- if cookiecutter.use_tracing == "yes" %}
+
+    # Tracing: the standard OpenTelemetry variable names, checked like every other knob.
+    otel_service_name: str = Field(default="{{ cookiecutter.service_name }}", min_length=1)
+    otel_traces_exporter: Literal["otlp", "console", "none"] = Field(
+        default="otlp", description="otlp: OTLP/HTTP to the endpoint; console: stdout; none."
+    )
+    otel_exporter_otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The collector's base URL (spans go to <endpoint>/v1/traces).",
+    )
+    otel_traces_sampler_arg: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded; a caller's sampled trace is always followed.",
+    )
+{%- endif %}
 
     @model_validator(mode="after")
     def _admin_port_of_its_own(self) -> Settings:
