@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the system tools the deployment tests use are here: HAProxy (the rollout check's
-# stand-in for a Kubernetes Service; installed from apt when missing, which needs root) and kubectl
-# (`kubectl kustomize` renders the manifests; not in Debian's archive, so it must be provided).
+# stand-in for a Kubernetes Service; installed from apt when missing, which needs root), kubectl
+# (`kubectl kustomize` renders the manifests; not in Debian's archive, so it must be provided) and
+# promtool (checks and unit-tests the alert rules; only the binary is taken from Debian's
+# `prometheus` package: installing the package would start a Prometheus server on port 9090, the
+# service's default admin port).
 set -euo pipefail
 
 status=0
@@ -24,6 +27,26 @@ if command -v kubectl >/dev/null 2>&1; then
     echo "ensure-tools: kubectl is installed ($(kubectl version --client 2>/dev/null | head -n 1))"
 else
     echo "ensure-tools: kubectl is missing: the manifest tests need \`kubectl kustomize\`" >&2
+    status=1
+fi
+if command -v promtool >/dev/null 2>&1; then
+    echo "ensure-tools: promtool is installed ($(promtool --version 2>&1 | head -n 1))"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-tools: installing promtool (from the prometheus package, binary only)"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    # apt-get download runs as _apt when it can: the directory must be writable by it.
+    chmod 755 "$work"
+    if ! (cd "$work" && apt-get download -q prometheus >/dev/null 2>&1); then
+        apt-get update -q >/dev/null
+        (cd "$work" && apt-get download -q prometheus >/dev/null)
+    fi
+    dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+    install -m 755 "$work/root/usr/bin/promtool" /usr/local/bin/promtool
+    promtool --version 2>&1 | head -n 1
+else
+    echo "ensure-tools: promtool is missing: the alert rule tests need it (as root, this script" \
+        "extracts it from Debian's prometheus package)" >&2
     status=1
 fi
 exit "$status"

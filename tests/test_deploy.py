@@ -2,8 +2,9 @@
 
 The generated suite checks its own project in depth (tests/test_deploy*.py, test_rollout.py) for
 the answer sets that get a virtualenv; these bake more answer sets, without one: options off,
-non-default timings and ports, the longest service name. Needs `kubectl` (for `kubectl kustomize`)
-and the pinned validators of requirements-dev.txt; `make test` checks kubectl is there.
+non-default timings and ports, the longest service name. Needs `kubectl` (for `kubectl kustomize`),
+`promtool` (the alert rules) and the pinned validators of requirements-dev.txt; `make test` checks
+kubectl is there and installs promtool when it is missing.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def kubectl() -> str:
     found = shutil.which("kubectl")
     if found is None:
         pytest.fail("kubectl is needed on PATH to render the manifests (`kubectl kustomize`)")
+    return found
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is needed on PATH for the alert rules (scripts/ensure-tools.sh)")
     return found
 
 
@@ -202,6 +210,12 @@ def test_files_adapt_to_the_options(baked: Path) -> None:
     expected |= {"postgres", "migrate"} if postgres else set()
     expected |= {"redis"} if redis else set()
     assert set(services) == expected
+    # The public ports and the admin port, published on the loopback interface only.
+    service = services[answers["service_name"]]
+    published = [answers["http_port"], answers["grpc_port"]] if grpc else [answers["http_port"]]
+    published.append(answers["metrics_port"])
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}" for port in published]
+    assert service["environment"]["ADMIN_PORT"] == answers["metrics_port"]
 
     dockerfile = (baked / "Dockerfile").read_text(encoding="utf-8")
     assert ("proto/" in dockerfile) == grpc
@@ -227,3 +241,22 @@ def test_dockerfile_compose_and_workflow_pass_their_linters(baked: Path) -> None
     ):
         result = run([BIN / "check-jsonschema", "--builtin-schema", schema, path])
         check_ok(result, f"check-jsonschema {schema} {path.name}")
+
+
+def test_alert_rules_adapt_to_the_options_and_pass_promtool(baked: Path) -> None:
+    """Every alert of the options chosen is shipped, checked, and unit-tested both ways."""
+    observability = baked / "observability"
+    [group] = yaml.safe_load((observability / "alerts.yaml").read_text("utf-8"))["groups"]
+    alerts = {rule["alert"] for rule in group["rules"]}
+    expected = {"ShutdownOverBudget", "HttpServerErrors"}
+    if answers_of(baked)["use_consumer"] == "yes":
+        expected |= {"DeadLettersGrowing", "ConsumerLagging", "ConsumerFailing"}
+    assert alerts == expected
+    tests = yaml.safe_load((observability / "alerts.test.yaml").read_text("utf-8"))["tests"]
+    cases = [case for test in tests for case in test["alert_rule_test"]]
+    for fires in (True, False):
+        assert {case["alertname"] for case in cases if bool(case["exp_alerts"]) == fires} == alerts
+    check = run([promtool(), "check", "rules", "alerts.yaml"], cwd=observability)
+    check_ok(check, "promtool check rules")
+    assert f"SUCCESS: {len(alerts)} rules found" in check.stdout, check.stdout
+    check_ok(run([promtool(), "test", "rules", "alerts.test.yaml"], cwd=observability), "promtool")

@@ -373,6 +373,13 @@ def test_compose_file_is_valid_and_orders_the_start() -> None:
     service = services[settings["service_name"]]
     assert service["read_only"] is True
     assert service["cap_drop"] == ["ALL"]
+    # Every port is published on the loopback interface only, the admin port too (a scraper or
+    # curl on this machine reads /metrics and /debug/tasks; nothing else on the network can).
+    ports = [settings["http_port"], settings["metrics_port"]]
+    if settings["use_grpc"] == "yes":
+        ports.insert(1, settings["grpc_port"])
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}" for port in ports]
+    assert service["environment"]["ADMIN_PORT"] == str(settings["metrics_port"])
     depends = service.get("depends_on", {})
     expected: dict[str, dict[str, str]] = {}
     if settings["use_postgres"] == "yes":

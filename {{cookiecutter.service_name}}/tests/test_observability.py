@@ -1,12 +1,17 @@
 """The shipped Grafana dashboard and Prometheus alert rules: valid, and about metrics that exist.
 
 The metric names in every query are compared with the real /metrics output of the admin server.
+The alert rules are checked and unit-tested (observability/alerts.test.yaml) by `promtool`, which
+ships with Prometheus: without it on PATH those tests skip locally and fail in CI (CI=true).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -91,3 +96,79 @@ async def test_every_service_metric_is_shown_or_alerted_on(served_metrics: Sampl
     ours = {name for name in served_metrics.families if not name.startswith(runtime)}
     shown = {name for name in ours if {name + suffix for suffix in SUFFIXES} & used}
     assert shown == ours, sorted(ours - shown)
+
+
+# -- promtool ------------------------------------------------------------------------------------
+
+
+def promtool(*args: str | Path, cwd: Path = OBSERVABILITY) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("promtool")
+    if found is None:
+        message = (
+            "promtool is needed on PATH to check the alert rules (it ships with Prometheus: "
+            "the release archives, or /usr/bin/promtool of Debian's prometheus package)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return subprocess.run(
+        [found, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def alert_names(rules: Path) -> set[str]:
+    [group] = yaml.safe_load(rules.read_text("utf-8"))["groups"]
+    return {rule["alert"] for rule in group["rules"]}
+
+
+def test_alert_rules_pass_promtool_check() -> None:
+    result = promtool("check", "rules", "alerts.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = len(alert_names(OBSERVABILITY / "alerts.yaml"))
+    assert f"SUCCESS: {rules} rules found" in result.stdout, result.stdout
+
+
+def test_alert_rules_pass_their_unit_tests() -> None:
+    result = promtool("test", "rules", "alerts.test.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout, result.stdout
+
+
+def seconds(duration: str) -> int:
+    """A Prometheus duration as promtool writes it ("90s", "1h5m") in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert duration, "empty duration"
+    assert parts is not None, duration
+    hours, minutes, secs = (int(part or 0) for part in parts.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+@pytest.mark.parametrize("mutation", ["always", "never"])
+def test_unit_tests_see_every_alert_fire_and_stay_quiet(mutation: str, tmp_path: Path) -> None:
+    """Rules that always fire fail a quiet case of each alert; rules that never fire, a firing one.
+
+    So the unit tests cannot pass whatever the rules say: each alert is shown both ways.
+    """
+    rules = yaml.safe_load((OBSERVABILITY / "alerts.yaml").read_text("utf-8"))
+    for rule in rules["groups"][0]["rules"]:
+        rule["expr"] = "vector(1)" if mutation == "always" else "vector(1) < 0"
+        rule.pop("for", None)
+    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(rules), "utf-8")
+    shutil.copy(OBSERVABILITY / "alerts.test.yaml", tmp_path)
+    result = promtool("test", "rules", "alerts.test.yaml", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    tests = yaml.safe_load((OBSERVABILITY / "alerts.test.yaml").read_text("utf-8"))["tests"]
+    cases = {
+        (case["alertname"], seconds(case["eval_time"]), bool(case["exp_alerts"]))
+        for group in tests
+        for case in group["alert_rule_test"]
+    }
+    expected = mutation == "never"  # the cases this mutation must fail: firing or quiet ones
+    failed = {
+        name
+        for name, time in re.findall(r"alertname: (\w+), time: (\w+),", output)
+        if (name, seconds(time), expected) in cases
+        and (name, seconds(time), not expected) not in cases
+    }
+    assert failed == alert_names(OBSERVABILITY / "alerts.yaml"), output
