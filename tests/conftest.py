@@ -40,7 +40,7 @@ VARIANTS: dict[str, Variant] = {
         "3.13",
         ("-m", "not slow"),
     ),
-    # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer.
+    # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer, traced.
     "billing": Variant(
         {
             "service_name": "billing-service-name-of-the-maximum-size",
@@ -51,10 +51,13 @@ VARIANTS: dict[str, Variant] = {
             "shutdown_timeout_seconds": "3",
             "use_grpc": "no",
             "use_consumer": "no",
+            "use_tracing": "yes",
         },
         "3.11",
         ("-m", "not slow"),
     ),
+    # Every option on, tracing too: the trace from a request through the outbox to the consumer.
+    "traced": Variant({"use_tracing": "yes"}, DEFAULT_PYTHON, ("-m", "not slow")),
 }
 
 

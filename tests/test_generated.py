@@ -55,6 +55,24 @@ class ProjectChecks:
         where = f"the {self.variant!r} project (python {installed.python_version})"
         check_ok(result, f"{check} in {where}")
 
+    def test_opentelemetry_is_installed_and_imported_only_with_tracing(
+        self, projects: Projects
+    ) -> None:
+        installed = projects.get(self.variant)
+        traced = installed.answers.get("use_tracing", "no") == "yes"
+        probe = (
+            "import importlib.metadata as m, json, sys\n"
+            f"import {installed.package}.cli\n"
+            "dists = [d.metadata['Name'] for d in m.distributions()]\n"
+            "print(json.dumps({'installed': sorted(n for n in dists if 'opentelemetry' in n),\n"
+            "  'imported': sorted(n for n in sys.modules if n.startswith('opentelemetry'))}))"
+        )
+        result = run([installed.bin("python"), "-c", probe], cwd=installed.project, timeout=120)
+        check_ok(result, "the import probe")
+        found = json.loads(result.stdout.strip().splitlines()[-1])
+        assert bool(found["installed"]) == traced, found
+        assert bool(found["imported"]) == traced, found
+
 
 class ServiceRuns:
     variant: ClassVar[str] = "default"
@@ -75,6 +93,10 @@ class TestMinimalProject(ProjectChecks, ServiceRuns):
 
 class TestBillingProject(ProjectChecks, ServiceRuns):
     variant = "billing"
+
+
+class TestTracedProject(ProjectChecks):
+    variant = "traced"
 
 
 def test_every_supported_python_runs_the_service() -> None:

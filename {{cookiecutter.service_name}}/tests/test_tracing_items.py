@@ -1,0 +1,95 @@
+"""Tracing through the data path: a created item's event carries the request's trace context
+through the outbox and the stream{% if cookiecutter.use_consumer == "yes" %}, and the consumer's span for it joins that trace{% endif %}."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from .service import Service, running_service
+from .tracing_support import Collector, log_trace_ids, running_collector, traced_env, traceparent
+
+
+def _create(service: Service, name: str, headers: dict[str, str]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{service.url}/v1/items",
+        data=json.dumps({"name": name, "quantity": 1}).encode(),
+        headers={"Content-Type": "application/json", "Connection": "close", **headers},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+        body: dict[str, Any] = json.loads(response.read())
+        return body
+
+
+def _stream_headers(service: Service) -> list[dict[str, str]]:
+    """The `headers` field of every entry of the service's events stream."""
+    url = service.env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        entries = client.xrange(service.env["EVENTS_STREAM"]) or []
+    finally:
+        client.close()
+    return [json.loads((fields or {}).get("headers", "{}")) for _, fields in entries]
+
+
+def _eventually(check: Callable[[], bool], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return check()
+
+
+def _spans_of(collector: Collector, trace_id: str, kind: str) -> list[Any]:
+    return collector.spans(lambda span: span.trace_id == trace_id and span.kind == kind)
+
+
+def test_the_event_of_a_traced_request_carries_its_trace_context() -> None:
+    trace_id = secrets.token_hex(16)
+    with running_collector() as collector, running_service(**traced_env(collector)) as service:
+        _create(service, "traced", {"traceparent": traceparent(trace_id)})
+        [server] = collector.wait_for(lambda s: s.trace_id == trace_id and s.kind == "SERVER")
+        assert server.name == "POST /v1/items"
+        # The database calls of the request are its children, in the same trace.
+        queries = _spans_of(collector, trace_id, "CLIENT")
+        assert queries
+        assert {span.parent_span_id for span in queries} == {server.span_id}
+        assert {span.attributes.get("db.system") for span in queries} <= {"postgresql", None}
+
+        # The outbox row (and so the stream entry) carries the request's span as the parent.
+        expected = {"traceparent": f"00-{trace_id}-{server.span_id}-01"}
+        assert _eventually(lambda: expected in _stream_headers(service)), service.output()
+{%- if cookiecutter.use_consumer == "yes" %}
+
+        # The consumer's span continues the trace, a child of the request's span.
+        [consumed] = collector.wait_for(
+            lambda s: s.trace_id == trace_id and s.kind == "CONSUMER", timeout=20
+        )
+        assert consumed.name == "item.created process"
+        assert consumed.parent_span_id == server.span_id
+        assert consumed.attributes["messaging.destination.name"] == service.env["EVENTS_STREAM"]
+        effect = collector.wait_for(
+            lambda s: s.trace_id == trace_id and s.parent_span_id == consumed.span_id
+        )
+        assert effect  # the effect's queries, inside the consumer's span
+        assert trace_id in log_trace_ids(service, "http_request")
+{%- endif %}
+
+
+def test_an_untraced_request_writes_no_headers() -> None:
+    """Sampling ratio 0: no trace, so nothing travels with the event."""
+    with (
+        running_collector() as collector,
+        running_service(**traced_env(collector, OTEL_TRACES_SAMPLER_ARG="0")) as service,
+    ):
+        _create(service, "untraced", {})
+        assert _eventually(lambda: bool(_stream_headers(service))), service.output()
+        assert _stream_headers(service) == [{}]
+        assert collector.spans() == []
