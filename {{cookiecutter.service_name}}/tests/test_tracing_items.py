@@ -66,6 +66,7 @@ def test_the_event_of_a_traced_request_carries_its_trace_context() -> None:
         # The outbox row (and so the stream entry) carries the request's span as the parent.
         expected = {"traceparent": f"00-{trace_id}-{server.span_id}-01"}
         assert _eventually(lambda: expected in _stream_headers(service)), service.output()
+        assert trace_id in log_trace_ids(service, "http_request")
 {%- if cookiecutter.use_consumer == "yes" %}
 
         # The consumer's span continues the trace, a child of the request's span.
@@ -79,17 +80,20 @@ def test_the_event_of_a_traced_request_carries_its_trace_context() -> None:
             lambda s: s.trace_id == trace_id and s.parent_span_id == consumed.span_id
         )
         assert effect  # the effect's queries, inside the consumer's span
-        assert trace_id in log_trace_ids(service, "http_request")
 {%- endif %}
 
 
-def test_an_untraced_request_writes_no_headers() -> None:
-    """Sampling ratio 0: no trace, so nothing travels with the event."""
+def test_an_unsampled_request_stays_unsampled_downstream() -> None:
+    """Sampling ratio 0: the event carries the decision (W3C flags without `sampled`), so the
+    consumer records no span for it either."""
     with (
         running_collector() as collector,
         running_service(**traced_env(collector, OTEL_TRACES_SAMPLER_ARG="0")) as service,
     ):
-        _create(service, "untraced", {})
+        _create(service, "unsampled", {})
         assert _eventually(lambda: bool(_stream_headers(service))), service.output()
-        assert _stream_headers(service) == [{}]
+        [headers] = _stream_headers(service)
+        flags = headers["traceparent"].split("-")[3]
+        assert int(flags, 16) & 0x01 == 0, headers  # not sampled
+        time.sleep(1.0)  # the consumer handles the event meanwhile
         assert collector.spans() == []

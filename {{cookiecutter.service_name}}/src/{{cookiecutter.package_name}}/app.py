@@ -75,7 +75,8 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
 {%- endif %}
 {%- endif %}
 {%- if cookiecutter.use_consumer == "yes" %}
-    components.append(StreamConsumer(db, redis, settings, {ITEM_CREATED: on_item_created}))
+    handlers = {ITEM_CREATED: on_item_created}
+    components.append(StreamConsumer(db, redis, settings, handlers{% if cookiecutter.use_tracing == "yes" %}, tracing.events{% endif %}))
 {%- endif %}
 
     components.append(HttpServer(settings, readiness, http_routes))

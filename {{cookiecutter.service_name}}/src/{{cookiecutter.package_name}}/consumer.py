@@ -31,6 +31,7 @@ from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
 from .metrics import CONSUMER_LAG, CONSUMER_MESSAGES, CONSUMER_PENDING, refresh_at_scrape
+from .outbox import EventContext, NoEventContext
 from .redis_client import RedisClient
 from .settings import Settings
 
@@ -67,8 +68,10 @@ class StreamConsumer(Component):
         redis_client: RedisClient,
         settings: Settings,
         handlers: Mapping[str, EffectHandler],
+        events: EventContext | None = None,
     ) -> None:
         self._db = db
+        self._events = events or NoEventContext()
         self._redis = redis_client
         self._settings = settings
         self._handlers = dict(handlers)
@@ -258,6 +261,7 @@ class StreamConsumer(Component):
             with (
                 self._in_flight.track(f"consume {event_type} {message_id}"),
                 structlog.contextvars.bound_contextvars(message_id=message_id),
+                self._events.incoming(self._stream, event_type, message_id, _headers(fields)),
             ):
                 try:
                     await self._apply(message_id, fields)
@@ -362,6 +366,18 @@ def _messages(reply: Any) -> list[Message]:
         return []
     entries = reply[0][1]  # [[stream, [(id, fields), ...]]]
     return [(str(mid), dict(fields)) for mid, fields in entries if fields]
+
+
+def _headers(fields: Mapping[str, str]) -> dict[str, str]:
+    """The entry's `headers` field (see outbox.py); unreadable headers are ignored, never a
+    reason to fail the message."""
+    try:
+        headers = json.loads(fields.get("headers", "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(headers, dict):
+        return {}
+    return {str(key): str(value) for key, value in headers.items()}
 
 
 def _uncancel() -> None:
