@@ -149,12 +149,11 @@ class Tracing(Component):
             {"service.name": settings.otel_service_name, "service.version": _service_version()}
         )
         sampler = ParentBased(root=EntryPointSampler(settings.otel_traces_sampler_arg))
-        self._provider = TracerProvider(resource=resource, sampler=sampler)
+        provider = TracerProvider(resource=resource, sampler=sampler)
         exporter = _exporter(settings)
         self._processor = BatchSpanProcessor(exporter) if exporter is not None else None
         if self._processor is not None:
-            self._provider.add_span_processor(self._processor)
-        provider = self._provider
+            provider.add_span_processor(self._processor)
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
 {%- if cookiecutter.use_grpc == "yes" %}
         GrpcAioInstrumentorServer().instrument(  # type: ignore[no-untyped-call]  # untyped init
