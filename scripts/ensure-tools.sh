@@ -29,14 +29,14 @@ else
     echo "ensure-tools: kubectl is missing: the manifest tests need \`kubectl kustomize\`" >&2
     status=1
 fi
+
 if command -v promtool >/dev/null 2>&1; then
     echo "ensure-tools: promtool is installed ($(promtool --version 2>&1 | head -n 1))"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure-tools: installing promtool (from the prometheus package, binary only)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    # apt-get download runs as _apt when it can: the directory must be writable by it.
-    chmod 755 "$work"
+    # (As root, apt-get download warns that it cannot sandbox the download into this directory.)
     if ! (cd "$work" && apt-get download -q prometheus >/dev/null 2>&1); then
         apt-get update -q >/dev/null
         (cd "$work" && apt-get download -q prometheus >/dev/null)
