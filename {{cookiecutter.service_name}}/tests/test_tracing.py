@@ -65,6 +65,32 @@ def test_a_zero_ratio_starts_no_trace_but_follows_a_sampled_caller() -> None:
         assert len(collector.spans(lambda span: span.kind == "SERVER")) == 1
 
 
+def test_the_full_traces_endpoint_wins_over_the_base_endpoint() -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nobody listens
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    with running_collector() as collector:
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{collector.endpoint}/v1/traces"
+        with running_service(**env) as service:
+            assert _get(f"{service.url}/v1/echo?msg=full-url") == 200
+            collector.wait_for(lambda span: span.name == "GET /v1/echo")
+
+
+def test_otel_sdk_disabled_records_and_sends_nothing() -> None:
+    trace_id = secrets.token_hex(16)
+    with (
+        running_collector() as collector,
+        running_service(**traced_env(collector, OTEL_SDK_DISABLED="true")) as service,
+    ):
+        assert _get(f"{service.url}/v1/echo?msg=off", {"traceparent": traceparent(trace_id)})
+        service.signal(signal.SIGTERM)
+        assert service.wait_exit(timeout=15) == 0, service.output()
+        assert collector.spans() == []
+        assert log_trace_ids(service, "http_request") == set()
+        assert service.events("tracing_disabled")
+
+
 def test_the_shutdown_flushes_spans_still_buffered() -> None:
     """A batch delay of 10 minutes: nothing leaves before SIGTERM, everything after it."""
     with (
@@ -100,6 +126,9 @@ def test_invalid_tracing_settings_exit_2_naming_the_variable() -> None:
         ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
         ("OTEL_TRACES_EXPORTER", "zipkin"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318/v1/traces"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SDK_DISABLED", "maybe"),
     ]:
         result = Service(**{name: value}).run_command("serve", timeout=30)  # nothing to clean
         assert result.returncode == 2, result.stdout + result.stderr

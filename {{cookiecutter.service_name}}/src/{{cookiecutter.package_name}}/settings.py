@@ -9,6 +9,11 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+{%- if cookiecutter.use_tracing == "yes" %}
+
+HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+"""An http(s) URL: the OpenTelemetry endpoints."""
+{%- endif %}
 
 
 class Settings(BaseSettings):
@@ -107,10 +112,17 @@ class Settings(BaseSettings):
     otel_traces_exporter: Literal["otlp", "console", "none"] = Field(
         default="otlp", description="otlp: OTLP/HTTP to the endpoint; console: stdout; none."
     )
+    otel_sdk_disabled: bool = Field(default=False, description="true: no spans, no export.")
     otel_exporter_otlp_endpoint: str = Field(
         default="http://127.0.0.1:4318",
-        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        pattern=HTTP_URL,
         description="The collector's base URL (spans go to <endpoint>/v1/traces).",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, pattern=HTTP_URL, description="The full URL for spans, if not the above."
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = Field(
+        default="http/protobuf", description="Only OTLP over HTTP is installed (no gRPC exporter)."
     )
     otel_traces_sampler_arg: float = Field(
         default=1.0,

@@ -91,7 +91,9 @@ class EntryPointSampler(Sampler):
 
 def _exporter(settings: Settings) -> SpanExporter | None:
     if settings.otel_traces_exporter == "otlp":
-        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        endpoint = settings.otel_exporter_otlp_traces_endpoint or (
+            settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        )
         return OTLPSpanExporter(endpoint=endpoint)
     if settings.otel_traces_exporter == "console":
         return ConsoleSpanExporter()
@@ -150,9 +152,13 @@ class Tracing(Component):
         )
         sampler = ParentBased(root=EntryPointSampler(settings.otel_traces_sampler_arg))
         provider = TracerProvider(resource=resource, sampler=sampler)
-        exporter = _exporter(settings)
-        self._processor = BatchSpanProcessor(exporter) if exporter is not None else None
-        if self._processor is not None:
+        self._processor: BatchSpanProcessor | None = None
+        if settings.otel_sdk_disabled:
+            self.events = EventTracing(trace.NoOpTracer())
+            log.info("tracing_disabled", reason="OTEL_SDK_DISABLED")
+            return
+        if (exporter := _exporter(settings)) is not None:
+            self._processor = BatchSpanProcessor(exporter)
             provider.add_span_processor(self._processor)
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
 {%- if cookiecutter.use_grpc == "yes" %}
