@@ -37,6 +37,7 @@ ANSWER_SETS: dict[str, dict[str, str]] = {
         "metrics_port": "9100",
         "drain_delay_seconds": "15",
         "shutdown_timeout_seconds": "120",
+        "use_tracing": "yes",
     },
     "minimal": {
         "service_name": "tiny-svc",
@@ -53,6 +54,7 @@ ANSWER_SETS: dict[str, dict[str, str]] = {
         "python_version": "3.11",
         "use_postgres": "no",
         "use_consumer": "no",
+        "use_tracing": "yes",
     },
 }
 
@@ -179,8 +181,8 @@ def test_timing_invariant_across_answers(baked: Path) -> None:
 
 def test_files_adapt_to_the_options(baked: Path) -> None:
     answers = answers_of(baked)
-    grpc, postgres, redis = (
-        answers[f"use_{name}"] == "yes" for name in ("grpc", "postgres", "redis")
+    grpc, postgres, redis, tracing = (
+        answers[f"use_{name}"] == "yes" for name in ("grpc", "postgres", "redis", "tracing")
     )
     for kustomization, docs in render(baked).items():
         pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -202,13 +204,17 @@ def test_files_adapt_to_the_options(baked: Path) -> None:
             for rule in one(docs, "NetworkPolicy")["spec"]["egress"]
             for port in rule["ports"]
         }
-        assert egress == {53} | ({5432} if postgres else set()) | ({6379} if redis else set())
-        assert ("GRPC_PORT" in one(docs, "ConfigMap")["data"]) == grpc
+        wanted = {53} | ({5432} if postgres else set()) | ({6379} if redis else set())
+        assert egress == wanted | ({4318} if tracing else set())  # OTLP/HTTP
+        config = one(docs, "ConfigMap")["data"]
+        assert ("GRPC_PORT" in config) == grpc
+        assert ("OTEL_EXPORTER_OTLP_ENDPOINT" in config) == tracing
 
     services = yaml.safe_load((baked / "docker-compose.yml").read_text("utf-8"))["services"]
     expected = {answers["service_name"]}
     expected |= {"postgres", "migrate"} if postgres else set()
     expected |= {"redis"} if redis else set()
+    expected |= {"jaeger"} if tracing else set()
     assert set(services) == expected
     # The public ports and the admin port, published on the loopback interface only.
     service = services[answers["service_name"]]

@@ -390,6 +390,10 @@ def test_compose_file_is_valid_and_orders_the_start() -> None:
     if settings["use_redis"] == "yes":
         expected["redis"] = {"condition": "service_healthy"}
         assert "healthcheck" in services["redis"]
+    if settings["use_tracing"] == "yes":  # a local trace viewer the spans go to
+        expected["jaeger"] = {"condition": "service_started"}
+        assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+        assert services["jaeger"]["ports"] == ["127.0.0.1:16686:16686"]
     assert depends == expected
     assert set(services) == {settings["service_name"], *expected}
 
