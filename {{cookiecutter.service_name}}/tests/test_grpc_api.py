@@ -44,15 +44,38 @@ def stub(channel: grpc.aio.Channel) -> echo_pb2_grpc.EchoServiceAsyncStub:
 
 
 async def test_echo_replies_and_echoes_request_id(stub: echo_pb2_grpc.EchoServiceAsyncStub) -> None:
+    """Unary calls return the id in the trailing metadata (the batch that ends the call)."""
     call = stub.Echo(
         echo_pb2.EchoRequest(message="hi", delay_ms=5), metadata=(("x-request-id", "rid-1"),)
     )
     assert (await call).message == "hi"
-    assert ("x-request-id", "rid-1") in list(await call.initial_metadata() or ())
+    assert ("x-request-id", "rid-1") in list(await call.trailing_metadata() or ())
     generated = stub.Echo(echo_pb2.EchoRequest(message="x"))
     await generated
-    metadata = dict(await generated.initial_metadata() or ())
+    metadata = dict(await generated.trailing_metadata() or ())
     assert len(str(metadata["x-request-id"])) == 32
+
+
+async def test_failed_call_returns_its_request_id(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub,
+) -> None:
+    call = stub.Echo(
+        echo_pb2.EchoRequest(message="x", delay_ms=-1), metadata=(("x-request-id", "r-bad"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("x-request-id", "r-bad") in list(error.value.trailing_metadata() or ())
+
+
+async def test_stream_sends_request_id_before_the_first_reply(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub,
+) -> None:
+    request = echo_pb2.EchoStreamRequest(message="s", count=2)
+    stream = stub.EchoStream(request, metadata=(("x-request-id", "rid-s"),))
+    assert ("x-request-id", "rid-s") in list(await stream.initial_metadata() or ())
+    assert len([reply async for reply in stream]) == 2
+    assert ("x-request-id", "rid-s") in list(await stream.trailing_metadata() or ())
 
 
 @pytest.mark.parametrize(

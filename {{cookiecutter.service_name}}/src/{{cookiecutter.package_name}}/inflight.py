@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 
 class InFlight:
     """The set of tasks currently serving a request, an RPC or a message."""
+
+    __slots__ = ("_idle", "_tasks")
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
@@ -18,24 +19,50 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    @contextmanager
-    def track(self, name: str) -> Iterator[asyncio.Task[object]]:
-        """Register the current task under `name` (shown if shutdown has to cancel it)."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always called from a task
-            raise RuntimeError("InFlight.track() needs a running task")
-        task.set_name(name)
+    def track(self, name: str) -> Tracked:
+        """Register the current task under `name` (shown if shutdown has to cancel it) for the
+        duration of a `with` block, which returns the task."""
+        return Tracked(self, name)
+
+    def add(self, task: asyncio.Task[object]) -> None:
         self._tasks.add(task)
         self._idle.clear()
-        try:
-            yield task
-        finally:
-            self._tasks.discard(task)
-            if not self._tasks:
-                self._idle.set()
+
+    def discard(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
     def tasks(self) -> list[asyncio.Task[object]]:
         return list(self._tasks)
+
+
+class Tracked:
+    """`InFlight.track`'s context manager: a plain class, as it runs once per request (a
+    generator-based one costs a generator and two extra frames each time)."""
+
+    __slots__ = ("_in_flight", "_name", "_task")
+
+    def __init__(self, in_flight: InFlight, name: str) -> None:
+        self._in_flight = in_flight
+        self._name = name
+
+    def __enter__(self) -> asyncio.Task[object]:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always called from a task
+            raise RuntimeError("InFlight.track() needs a running task")
+        task.set_name(self._name)
+        self._task = task
+        self._in_flight.add(task)
+        return task
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._in_flight.discard(self._task)

@@ -11,10 +11,24 @@ from __future__ import annotations
 import asyncio
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
+from itertools import accumulate
 
-from prometheus_client import Counter, Enum, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+{%- if cookiecutter.use_consumer == "yes" %}
+    Counter,
+{%- endif %}
+    Enum,
+    Gauge,
+    Info,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .logs import log
 
@@ -37,29 +51,88 @@ LIFECYCLE_PHASES = (
     "stopped",
 )
 
-HTTP_REQUESTS = Counter(
+
+def _go_float(value: float) -> str:
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]  # untyped in the library
+
+
+class _Latencies:
+    """One target's latency histogram: a count per bucket (the last one is +Inf) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
+
+
+class RequestFamilies(Collector):
+    """A counter of requests by target and status, and a latency histogram by target, kept as
+    plain numbers and turned into Prometheus samples when scraped.
+
+    prometheus_client's Counter and Histogram take a lock for every increment (a histogram
+    observation: two); through them, one request cost ~6 µs on a 2-vCPU VM, a good part of the
+    middleware's whole cost. Requests and scrapes all run on the event loop's thread, so plain
+    integers do without the locks. The exposition is the same as theirs."""
+
+    def __init__(
+        self,
+        counter: str,
+        counter_help: str,
+        histogram: str,
+        histogram_help: str,
+        *,
+        target_labels: tuple[str, ...],
+        status_label: str,
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+    ) -> None:
+        self._counter, self._histogram = (counter, counter_help), (histogram, histogram_help)
+        self._target_labels, self._status_label = target_labels, status_label
+        self.bounds = tuple(float(bound) for bound in buckets)
+        # The bucket labels exactly as prometheus_client's Histogram writes them.
+        self._le = (*(_go_float(bound) for bound in self.bounds), "+Inf")
+        self.requests: dict[tuple[tuple[str, ...], int | str], int] = {}
+        self.latencies: dict[tuple[str, ...], _Latencies] = {}
+        REGISTRY.register(self)
+
+    def latencies_of(self, target: tuple[str, ...]) -> _Latencies:
+        latencies = self.latencies.get(target)
+        if latencies is None:
+            latencies = self.latencies[target] = _Latencies(len(self.bounds) + 1)
+        return latencies
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            *self._counter, labels=[*self._target_labels, self._status_label]
+        )
+        for (target, status), count in list(self.requests.items()):
+            requests.add_metric([*target, str(status)], count)
+        yield requests
+        durations = HistogramMetricFamily(*self._histogram, labels=self._target_labels)
+        for target, latencies in list(self.latencies.items()):
+            cumulative = accumulate(latencies.counts)
+            buckets = list(zip(self._le, cumulative, strict=True))
+            durations.add_metric(list(target), buckets, latencies.total)
+        yield durations
+
+
+HTTP_REQUESTS = RequestFamilies(
     "http_server_requests",
     "HTTP requests answered, by method, route template and status code.",
-    ["method", "route", "status"],
-)
-HTTP_DURATION = Histogram(
     "http_server_request_duration_seconds",
     "Time from the request reaching the service to its response, by method and route template.",
-    ["method", "route"],
-    buckets=LATENCY_BUCKETS,
+    target_labels=("method", "route"),
+    status_label="status",
 )
 HTTP_IN_FLIGHT = Gauge("http_server_requests_in_flight", "HTTP requests being handled.")
 {%- if cookiecutter.use_grpc == "yes" %}
-GRPC_HANDLED = Counter(
+GRPC_RPCS = RequestFamilies(
     "grpc_server_handled",
     "RPCs completed, by full method name and status code.",
-    ["grpc_method", "grpc_code"],
-)
-GRPC_DURATION = Histogram(
     "grpc_server_handling_seconds",
     "Time from the RPC's start to its end (a stream's whole life), by full method name.",
-    ["grpc_method"],
-    buckets=LATENCY_BUCKETS,
+    target_labels=("grpc_method",),
+    status_label="grpc_code",
 )
 GRPC_IN_FLIGHT = Gauge("grpc_server_in_flight", "Unary RPCs being handled.")
 GRPC_OPEN_STREAMS = Gauge("grpc_server_open_streams", "Streaming RPCs open.")
@@ -143,35 +216,32 @@ class RequestMetrics:
     """Counts and times requests or RPCs; writes the access log line when it is on.
 
     A request's target is its method and route template (HTTP) or its full method name (gRPC).
-    Label children are looked up once per (target, status) and kept: the hot path is one
-    dictionary lookup, an increment and a bucket search.
-    """
+    The hot path is two dictionary lookups, two increments and a bisection: no locks (see
+    RequestFamilies)."""
 
     def __init__(
         self,
-        requests: Counter,
-        duration: Histogram,
+        families: RequestFamilies,
         *,
         access_event: str,
         target_fields: tuple[str, ...],
         access_log: bool,
     ) -> None:
-        self._requests = requests
-        self._duration = duration
+        self._requests = families.requests
+        self._latencies = families.latencies
+        self._latencies_of = families.latencies_of
+        self._bounds = families.bounds
         self._access_event = access_event
         self._target_fields = target_fields
         self._access_log = access_log
-        self._children: dict[tuple[tuple[str, ...], int | str], tuple[Counter, Histogram]] = {}
 
     def observe(self, target: tuple[str, ...], status: int | str, seconds: float) -> None:
-        children = self._children.get((target, status))
-        if children is None:
-            children = self._children[target, status] = (
-                self._requests.labels(*target, str(status)),
-                self._duration.labels(*target),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        requests = self._requests
+        key = (target, status)
+        requests[key] = requests.get(key, 0) + 1
+        latencies = self._latencies.get(target) or self._latencies_of(target)
+        latencies.counts[bisect_left(self._bounds, seconds)] += 1  # the first bound >= seconds
+        latencies.total += seconds
         if self._access_log:
             log.info(
                 self._access_event,
@@ -184,7 +254,6 @@ class RequestMetrics:
 def http_metrics(access_log: bool) -> RequestMetrics:
     return RequestMetrics(
         HTTP_REQUESTS,
-        HTTP_DURATION,
         access_event="http_request",
         target_fields=("method", "route"),
         access_log=access_log,
@@ -194,8 +263,7 @@ def http_metrics(access_log: bool) -> RequestMetrics:
 
 def grpc_metrics(access_log: bool) -> RequestMetrics:
     return RequestMetrics(
-        GRPC_HANDLED,
-        GRPC_DURATION,
+        GRPC_RPCS,
         access_event="grpc_request",
         target_fields=("method",),
         access_log=access_log,
