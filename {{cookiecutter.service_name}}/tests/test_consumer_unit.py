@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from {{ cookiecutter.package_name }}.consumer import (
     EffectHandler,
     StreamConsumer,
+    _group_size,
     _messages,
     _synthetic_event_id,
 )
@@ -124,6 +126,13 @@ def test_messages_skip_deleted_entries_and_empty_replies() -> None:
     assert _messages([]) == []
     reply = [["s", [("1-0", {"type": "t"}), ("2-0", None), ("3-0", {})]]]
     assert _messages(reply) == [("1-0", {"type": "t"})]
+
+
+def test_a_batch_is_shared_evenly_among_the_concurrent_groups() -> None:
+    assert _group_size(64, 8) == 8
+    assert _group_size(3, 8) == 1  # a small batch: a transaction per message, all concurrent
+    assert _group_size(5, 1) == 5
+    assert _group_size(10_000, 8) == 32  # bounded: locks and savepoints per transaction
 
 
 def test_synthetic_event_id_is_stable_per_message() -> None:
@@ -295,3 +304,120 @@ async def test_failed_dead_lettering_leaves_the_message_pending(harness: Harness
     ((_, entry),) = await b.dead_letters()
     assert entry["original_id"] == poison
     assert "unknown item" in entry["error"]
+
+
+# -- group commits ---------------------------------------------------------------------------------
+
+
+async def _xmins(harness: Harness) -> set[str]:
+    """The transactions that inserted the processed_events rows."""
+    rows = await harness.b.db.fetch("SELECT xmin::text AS xmin FROM processed_events")
+    return {str(row["xmin"]) for row in rows}
+
+
+async def test_failing_message_in_a_group_rolls_back_alone(harness: Harness) -> None:
+    """Five messages, one group (one transaction, a savepoint each). The middle one fails on
+    every delivery: it rolls back alone, stays pending, is redelivered and finally
+    dead-lettered; its four neighbours commit together, once, are acked after the COMMIT and
+    never applied again."""
+    b = harness.b
+    item_ids = await b.insert_items(5)
+    poison_item = item_ids[2]
+    calls: Counter[int] = Counter()
+
+    async def fails_in_the_middle(connection: Connection, payload: dict[str, Any]) -> None:
+        calls[payload["item_id"]] += 1
+        await on_item_created(connection, payload)  # the effect happened in the savepoint...
+        if payload["item_id"] == poison_item:
+            raise RuntimeError("poison in the middle")  # ...and is rolled back with it
+
+    message_ids = await harness.publish(item_ids)
+    consumer = harness.consumer(
+        fails_in_the_middle, CONSUMER_CONCURRENCY="1", CONSUMER_MAX_DELIVERIES="3"
+    )
+    await consumer.start()
+
+    async def settled() -> bool:
+        return len(await b.dead_letters()) == 1 and await b.pending() == 0
+
+    await eventually(settled, "poison dead-lettered, nothing pending", 20)
+    await stop(consumer)
+    poison = message_ids[2]
+    neighbours = [mid for mid in message_ids if mid != poison]
+    assert sorted((await b.processed_ids()).values()) == sorted(neighbours)
+    assert len(await _xmins(harness)) == 1  # one transaction for the four
+    assert await b.unprocessed_items() == 1  # the poison's item only
+    assert calls == Counter({**dict.fromkeys(item_ids, 1), poison_item: 3})
+    ((_, entry),) = await b.dead_letters()
+    assert (entry["original_id"], entry["deliveries"]) == (poison, "3")
+    assert "poison in the middle" in entry["error"]
+    assert await b.acked_without_effect() == [poison]
+    assert (consumer.processed, consumer.dead_lettered) == (4, 1)
+
+
+async def test_event_delivered_twice_in_one_group_takes_effect_once(harness: Harness) -> None:
+    b = harness.b
+    twice, once = await b.insert_items(2)
+    event = {
+        "type": ITEM_CREATED,
+        "event_id": str(uuid.uuid4()),
+        "payload": json.dumps({"item_id": twice}),
+    }
+    other = {
+        "type": ITEM_CREATED,
+        "event_id": str(uuid.uuid4()),
+        "payload": json.dumps({"item_id": once}),
+    }
+    first, _, _ = await b.xadd_all([event, other, event])
+    calls: Counter[int] = Counter()
+
+    async def counting(connection: Connection, payload: dict[str, Any]) -> None:
+        calls[payload["item_id"]] += 1
+        await on_item_created(connection, payload)
+
+    consumer = harness.consumer(counting, CONSUMER_CONCURRENCY="1")
+    await consumer.start()
+    await eventually(lambda: b.done(2), "processed", 15)
+    assert calls == Counter({twice: 1, once: 1})
+    assert (await b.processed_ids())[event["event_id"]] == first
+    assert consumer.processed == 3  # both copies acked
+
+
+async def test_group_failing_at_commit_retries_one_message_per_transaction(
+    harness: Harness,
+) -> None:
+    """A failure no savepoint can catch (a deferred constraint, checked at COMMIT) costs the
+    group its transaction; each message then gets a transaction of its own: the culprit fails
+    alone (and is finally dead-lettered), the others commit."""
+    b = harness.b
+    item_ids = await b.insert_items(4)
+    culprit = item_ids[1]
+
+    async def breaks_the_commit(connection: Connection, payload: dict[str, Any]) -> None:
+        await on_item_created(connection, payload)
+        if payload["item_id"] == culprit:
+            await connection.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS deferred_check"
+                " (id int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP"
+            )
+            await connection.execute("INSERT INTO deferred_check VALUES (1), (1)")
+
+    message_ids = await harness.publish(item_ids)
+    consumer = harness.consumer(
+        breaks_the_commit, CONSUMER_CONCURRENCY="1", CONSUMER_MAX_DELIVERIES="2"
+    )
+    await consumer.start()
+
+    async def settled() -> bool:
+        return len(await b.dead_letters()) == 1 and await b.pending() == 0
+
+    await eventually(settled, "culprit dead-lettered, nothing pending", 20)
+    await stop(consumer)
+    others = [mid for index, mid in enumerate(message_ids) if index != 1]
+    assert sorted((await b.processed_ids()).values()) == sorted(others)
+    assert len(await _xmins(harness)) == 3  # a transaction each, after the group's failed
+    assert await b.unprocessed_items() == 1
+    ((_, entry),) = await b.dead_letters()
+    assert entry["original_id"] == message_ids[1]
+    assert "UniqueViolation" in entry["error"]
+    assert (consumer.processed, consumer.dead_lettered) == (3, 1)

@@ -7,6 +7,14 @@ hostname), then regularly XAUTOCLAIMs entries idle too long in dead consumers. A
 CONSUMER_MAX_DELIVERIES failed deliveries a message moves to the dead-letter stream, with the
 error, in one Lua script together with its XACK.
 
+Group commits: a batch is split into at most CONSUMER_CONCURRENCY groups handled concurrently.
+A group is one transaction: one statement inserts the `processed_events` rows of all its events,
+then each new event's effect runs inside a SAVEPOINT of its own. A message that fails rolls
+back to its savepoint (its row is deleted before the COMMIT) and is retried (left pending) or
+dead-lettered; its neighbours commit. After the COMMIT, one XACK acknowledges the messages whose
+effects committed. The commit (its WAL flush), the dedupe insert and the ack are paid once per
+group instead of once per message.
+
 Shutdown: stop reading (a blocked XREADGROUP is the only thing ever cancelled early), finish the
 messages in hand, ack only what committed; whatever was not acked stays pending for the next run.
 """
@@ -36,9 +44,28 @@ from .redis_client import RedisClient
 from .settings import Settings
 
 EffectHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
-"""Applies one event's effect inside the consumer's transaction."""
+"""Applies one event's effect inside the consumer's transaction (in a savepoint of its own; the
+transaction is shared with the other events of its group): raise to roll the effect back."""
 
 Message = tuple[str, dict[str, str]]
+_Failure = tuple[str, dict[str, str], Exception]
+"""A message that failed: its id, its fields, its error."""
+
+MAX_GROUP = 32
+"""Messages per transaction at most (a batch is shared among CONSUMER_CONCURRENCY groups):
+bounds how long a transaction holds its locks, and keeps its savepoints (subtransactions) below
+the 64 Postgres caches per transaction."""
+
+CLAIM_EVENTS_SQL = (
+    "INSERT INTO processed_events (event_id, message_id, event_type)"
+    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+"""The group's events into `processed_events` in one statement: those it returns are new (an
+event processed before is a duplicate, its effect is skipped)."""
+
+UNCLAIM_EVENTS_SQL = "DELETE FROM processed_events WHERE event_id = ANY($1::uuid[])"
+"""The rows of the events whose effects failed (rolled back to their savepoints): they go too."""
 
 TRANSIENT_ERRORS = (
     OSError,
@@ -57,6 +84,11 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 """
 """Unlike MULTI/EXEC, which runs the XACK even when the XADD fails (WRONGTYPE, say), a script
 stops at the failing XADD: a message is never acked without its dead-letter copy."""
+
+
+class _DuplicateOfFailedError(Exception):
+    """An event delivered twice in one group whose first copy failed: this copy is left pending
+    and handled again on its own (its first copy's failure is not its own)."""
 
 
 class StreamConsumer(Component):
@@ -86,7 +118,13 @@ class StreamConsumer(Component):
         self.outcomes: Counter[str] = Counter()
         """Messages by outcome: processed, failed, dead_lettered, cancelled (at the deadline)."""
         self._outcomes_at_close: Counter[str] = Counter()
+        self._in_hand = 0
+        """Messages of the groups being handled."""
         self._in_flight_at_close = 0
+        self._outcome_counters = {
+            outcome: CONSUMER_MESSAGES.labels(outcome)
+            for outcome in ("processed", "failed", "dead_lettered")
+        }
 
     @property
     def processed(self) -> int:
@@ -96,10 +134,10 @@ class StreamConsumer(Component):
     def dead_lettered(self) -> int:
         return self.outcomes["dead_lettered"]
 
-    def _count(self, outcome: str) -> None:
-        self.outcomes[outcome] += 1
+    def _count(self, outcome: str, messages: int = 1) -> None:
+        self.outcomes[outcome] += messages
         if outcome != "cancelled":
-            CONSUMER_MESSAGES.labels(outcome).inc()
+            self._outcome_counters[outcome].inc(messages)
 
     async def _refresh_backlog(self) -> None:
         """Pending and lag of our group, from one XINFO GROUPS (for the metrics scrape)."""
@@ -218,12 +256,17 @@ class StreamConsumer(Component):
     # -- one batch -------------------------------------------------------------------------------
 
     async def _process(self, messages: list[Message], *, fresh: bool) -> None:
-        """Handle a batch with bounded concurrency; waits for all of it (never abandons it)."""
+        """Handle a batch in concurrent groups (see the module's docstring); waits for all of
+        it (never abandons it)."""
         if not messages:
             return
         deliveries = {mid: 1 for mid, _ in messages} if fresh else await self._deliveries(messages)
+        size = _group_size(len(messages), self._settings.consumer_concurrency)
         await asyncio.gather(
-            *(self._handle(mid, fields, deliveries.get(mid, 1)) for mid, fields in messages)
+            *(
+                self._handle_group(messages[start : start + size], deliveries)
+                for start in range(0, len(messages), size)
+            )
         )
 
     async def _deliveries(self, messages: list[Message]) -> dict[str, int]:
@@ -246,46 +289,150 @@ class StreamConsumer(Component):
             for entry in entries
         }
 
-    async def _handle(self, message_id: str, fields: dict[str, str], deliveries: int) -> None:
-        try:
-            await self._handle_in_slot(message_id, fields, deliveries)
-        except asyncio.CancelledError:
-            self._count("cancelled")  # at the shutdown deadline: stays pending
-            raise
-
-    async def _handle_in_slot(
-        self, message_id: str, fields: dict[str, str], deliveries: int
-    ) -> None:
+    async def _handle_group(self, group: list[Message], deliveries: Mapping[str, int]) -> None:
+        """One group of a batch: its transaction, then one XACK for what committed, then each
+        failed message retried later (left pending) or dead-lettered."""
         async with self._slots:
-            event_type = fields.get("type", "?")
-            with (
-                self._in_flight.track(f"consume {event_type} {message_id}"),
-                structlog.contextvars.bound_contextvars(message_id=message_id),
-                self._events.incoming(self._stream, event_type, message_id, _headers(fields)),
-            ):
-                try:
-                    await self._apply(message_id, fields)
-                    await self._redis.client.xack(self._stream, self._group, message_id)
-                    self._count("processed")
-                except TRANSIENT_ERRORS as error:
-                    # Stays pending: redelivered once dependencies are back (a committed effect
-                    # is then a no-op and only the ack is repeated).
-                    log.warning("consume_failed_transient", error=str(error) or repr(error))
-                    self._count("failed")
-                except Exception as error:
-                    if deliveries < self._settings.consumer_max_deliveries:
-                        log.warning("consume_failed", deliveries=deliveries, error=repr(error))
-                        self._count("failed")
-                        return
-                    try:
-                        await self._dead_letter(message_id, fields, error, deliveries)
-                    except (*TRANSIENT_ERRORS, ResponseError) as failure:
-                        # Stays pending, retried at its next claim: never stops the consumer.
-                        log.warning("dead_letter_failed", error=str(failure) or repr(failure))
-                        self._count("failed")
+            first_id, event_type = group[0][0], group[0][1].get("type", "?")
+            self._in_hand += len(group)
+            try:
+                with self._in_flight.track(f"consume {event_type} {first_id}"):
+                    await self._commit_and_ack(group, deliveries)
+            except asyncio.CancelledError:
+                self._count("cancelled", len(group))  # at the shutdown deadline: stays pending
+                raise
+            finally:
+                self._in_hand -= len(group)
 
-    async def _apply(self, message_id: str, fields: dict[str, str]) -> None:
-        """The effect and the event's id, committed together; a duplicate is a no-op."""
+    async def _commit_and_ack(self, group: list[Message], deliveries: Mapping[str, int]) -> None:
+        """The group's transaction, the ack of what it committed, then the failed messages."""
+        try:
+            committed, failed = await self._commit_group(group)
+        except TRANSIENT_ERRORS as error:
+            # Nothing of the group committed: all of it stays pending, redelivered once the
+            # dependencies are back (an effect that did commit is then a no-op).
+            log.warning(
+                "consume_failed_transient", messages=len(group), error=str(error) or repr(error)
+            )
+            self._count("failed", len(group))
+            return
+        except Exception as error:
+            if len(group) > 1:
+                # Failed outside any message's savepoint (at COMMIT: a deferred constraint,
+                # say): one transaction per message tells which message it was.
+                log.warning("consume_group_failed", messages=len(group), error=repr(error))
+                for message in group:
+                    await self._commit_and_ack([message], deliveries)
+                return
+            [(message_id, fields)] = group
+            committed, failed = [], [(message_id, fields, error)]
+        if committed:
+            await self._ack(committed)
+        for message_id, fields, failure in failed:
+            if isinstance(failure, (*TRANSIENT_ERRORS, _DuplicateOfFailedError)):
+                self._count("failed")  # stays pending, never dead-lettered for this
+            else:
+                deliveries_so_far = deliveries.get(message_id, 1)
+                await self._retry_or_dead_letter(message_id, fields, failure, deliveries_so_far)
+
+    async def _ack(self, message_ids: list[str]) -> None:
+        """One XACK for the messages whose effects committed."""
+        try:
+            await self._redis.client.xack(self._stream, self._group, *message_ids)
+        except TRANSIENT_ERRORS as error:
+            # Stays pending: redelivered, the effect is then a no-op and only the ack is
+            # repeated.
+            log.warning(
+                "consume_failed_transient",
+                messages=len(message_ids),
+                error=str(error) or repr(error),
+            )
+            self._count("failed", len(message_ids))
+        else:
+            self._count("processed", len(message_ids))
+
+    async def _commit_group(self, group: list[Message]) -> tuple[list[str], list[_Failure]]:
+        """The group's transaction: the ids whose effects it committed (or had committed
+        before: duplicates), and the messages that failed, with their errors."""
+        committed: list[str] = []
+        failed: list[_Failure] = []
+        events: list[tuple[str, dict[str, str], uuid.UUID]] = []
+        for message_id, fields in group:
+            try:
+                events.append((message_id, fields, _event_id(message_id, fields)))
+            except ValueError as error:  # not a UUID: no retry can fix it
+                failed.append((message_id, fields, error))
+        if not events:
+            return committed, failed
+        # Sorted by event id: concurrent groups lock their rows in the same order, no deadlock.
+        claims = sorted(events, key=lambda event: event[2])
+        async with self._db.transaction() as connection:
+            rows = await connection.fetch(
+                CLAIM_EVENTS_SQL,
+                [event_id for _, _, event_id in claims],
+                [message_id for message_id, _, _ in claims],
+                [fields.get("type", "") for _, fields, _ in claims],
+            )
+            new = {row[0] for row in rows}
+            succeeded: dict[uuid.UUID, bool] = {}  # events handled by this group
+            unclaim: list[uuid.UUID] = []
+            for index, (message_id, fields, event_id) in enumerate(events):
+                if event_id in succeeded or event_id not in new:  # a duplicate
+                    if succeeded.get(event_id, True):
+                        committed.append(message_id)
+                    else:
+                        failed.append((message_id, fields, _DuplicateOfFailedError(event_id)))
+                    continue
+                savepoint = f"message_{index}"
+                failure = await self._handle_message(connection, savepoint, message_id, fields)
+                succeeded[event_id] = failure is None
+                if failure is None:
+                    committed.append(message_id)
+                else:
+                    failed.append((message_id, fields, failure))
+                    unclaim.append(event_id)
+            if unclaim:
+                await connection.execute(UNCLAIM_EVENTS_SQL, unclaim)
+        return committed, failed
+
+    async def _handle_message(
+        self, connection: Connection, savepoint: str, message_id: str, fields: dict[str, str]
+    ) -> Exception | None:
+        """Everything about one new event, in its own scope (its ids on the log lines; a span,
+        with tracing on) and its own savepoint of the group's transaction: its effect. A failure
+        rolls back this message's savepoint only, and is returned (None: the effect is done and
+        commits with the group)."""
+        event_type = fields.get("type", "?")
+        task = asyncio.current_task()
+        if task is not None:
+            task.set_name(f"consume {event_type} {message_id}")  # named as it hangs, if it does
+        tokens = dict(structlog.contextvars.bind_contextvars(message_id=message_id))
+        try:
+            with self._events.incoming(self._stream, event_type, message_id, _headers(fields)):
+                try:
+                    handler, payload = self._effect_of(fields)
+                    if request_id := payload.get("request_id"):
+                        bound = structlog.contextvars.bind_contextvars(request_id=str(request_id))
+                        tokens.update(bound)
+                    # Not released when done: COMMIT ends every savepoint of the transaction,
+                    # a RELEASE per message would only add a round trip.
+                    await connection.execute(f"SAVEPOINT {savepoint}")
+                    try:
+                        await handler(connection, payload)
+                    except Exception:
+                        await connection.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                        raise
+                except TRANSIENT_ERRORS as error:
+                    log.warning("consume_failed_transient", error=str(error) or repr(error))
+                    return error
+                except Exception as error:
+                    return error  # logged once the group's fate is known
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+        return None
+
+    def _effect_of(self, fields: dict[str, str]) -> tuple[EffectHandler, dict[str, Any]]:
+        """The event's handler and payload (ValueError for an event no retry can fix)."""
         event_type = fields.get("type", "")
         handler = self._handlers.get(event_type)
         if handler is None:
@@ -293,18 +440,27 @@ class StreamConsumer(Component):
         payload = json.loads(fields.get("payload", "null"))
         if not isinstance(payload, dict):
             raise ValueError("payload is not a JSON object")
-        if request_id := payload.get("request_id"):
-            structlog.contextvars.bind_contextvars(request_id=str(request_id))
-        async with self._db.transaction() as connection:
-            first_time = await connection.fetchval(
-                "INSERT INTO processed_events (event_id, message_id, event_type)"
-                " VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING RETURNING true",
-                fields.get("event_id") or _synthetic_event_id(message_id),
-                message_id,
-                event_type,
+        return handler, payload
+
+    async def _retry_or_dead_letter(
+        self, message_id: str, fields: dict[str, str], error: Exception, deliveries: int
+    ) -> None:
+        """A message that failed for a reason of its own: left pending (delivered again after
+        CONSUMER_CLAIM_IDLE_MS) until its last delivery, then dead-lettered."""
+        if deliveries < self._settings.consumer_max_deliveries:
+            log.warning(
+                "consume_failed", message_id=message_id, deliveries=deliveries, error=repr(error)
             )
-            if first_time:
-                await handler(connection, payload)
+            self._count("failed")
+            return
+        try:
+            await self._dead_letter(message_id, fields, error, deliveries)
+        except (*TRANSIENT_ERRORS, ResponseError) as failure:
+            # Stays pending, retried at its next claim: never stops the consumer.
+            log.warning(
+                "dead_letter_failed", message_id=message_id, error=str(failure) or repr(failure)
+            )
+            self._count("failed")
 
     async def _dead_letter(
         self, message_id: str, fields: dict[str, str], error: Exception, deliveries: int
@@ -327,7 +483,12 @@ class StreamConsumer(Component):
             *(part for pair in entry.items() for part in pair),
         )
         self._count("dead_lettered")
-        log.error("consume_dead_lettered", deliveries=deliveries, error=repr(error))
+        log.error(
+            "consume_dead_lettered",
+            message_id=message_id,
+            deliveries=deliveries,
+            error=repr(error),
+        )
 
     # -- shutdown --------------------------------------------------------------------------------
 
@@ -336,7 +497,7 @@ class StreamConsumer(Component):
         stays pending for this consumer); a batch being processed is never interrupted."""
         self._stopping = True
         self._outcomes_at_close = self.outcomes.copy()
-        self._in_flight_at_close = len(self._in_flight)
+        self._in_flight_at_close = self._in_hand
         if self._waiting_for_messages and self._loop_task is not None:
             self._loop_task.cancel()
 
@@ -371,13 +532,28 @@ def _messages(reply: Any) -> list[Message]:
 def _headers(fields: Mapping[str, str]) -> dict[str, str]:
     """The entry's `headers` field (see outbox.py); unreadable headers are ignored, never a
     reason to fail the message."""
+    raw = fields.get("headers")
+    if not raw:
+        return {}
     try:
-        headers = json.loads(fields.get("headers", "{}"))
+        headers = json.loads(raw)
     except ValueError:
         return {}
     if not isinstance(headers, dict):
         return {}
     return {str(key): str(value) for key, value in headers.items()}
+
+
+def _event_id(message_id: str, fields: Mapping[str, str]) -> uuid.UUID:
+    """The event's id (ValueError if it is not a UUID); events published without one dedupe
+    on their stream id."""
+    event_id = fields.get("event_id")
+    return uuid.UUID(event_id) if event_id else uuid.UUID(_synthetic_event_id(message_id))
+
+
+def _group_size(messages: int, concurrency: int) -> int:
+    """Messages per group: the batch shared evenly among the concurrent transactions."""
+    return max(1, min(MAX_GROUP, -(-messages // concurrency)))
 
 
 def _uncancel() -> None:
