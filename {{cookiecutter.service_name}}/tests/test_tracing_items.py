@@ -7,6 +7,9 @@ import json
 import secrets
 import time
 import urllib.request
+{%- if cookiecutter.use_consumer == "yes" %}
+import uuid
+{%- endif %}
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +83,29 @@ def test_the_event_of_a_traced_request_carries_its_trace_context() -> None:
             lambda s: s.trace_id == trace_id and s.parent_span_id == consumed.span_id
         )
         assert effect  # the effect's queries, inside the consumer's span
+        assert not consumed.error
+
+
+def test_an_event_that_fails_is_an_error_span_in_its_trace() -> None:
+    trace_id = secrets.token_hex(16)
+    with running_collector() as collector, running_service(**traced_env(collector)) as service:
+        client = redis.Redis.from_url(service.env.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        try:
+            client.xadd(
+                service.env["EVENTS_STREAM"],
+                {
+                    "type": "no.such.event",
+                    "event_id": str(uuid.uuid4()),
+                    "payload": "{}",
+                    "headers": json.dumps({"traceparent": traceparent(trace_id)}),
+                },
+            )
+        finally:
+            client.close()
+        [failed, *_] = collector.wait_for(
+            lambda s: s.trace_id == trace_id and s.kind == "CONSUMER", timeout=20
+        )
+        assert (failed.name, failed.error) == ("no.such.event process", True)
 {%- endif %}
 
 

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from .service import Service
 
@@ -29,6 +30,7 @@ class Span:
     span_id: str
     parent_span_id: str  # "" for a root span
     service: str
+    error: bool = False  # status ERROR
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,6 +86,7 @@ class Collector:
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
                             service=str(resource.get("service.name", "")),
+                            error=span.status.code == Status.STATUS_CODE_ERROR,
                             attributes={a.key: _value(a.value) for a in span.attributes},
                         )
                     )

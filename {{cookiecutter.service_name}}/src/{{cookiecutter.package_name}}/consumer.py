@@ -408,6 +408,7 @@ class StreamConsumer(Component):
             task.set_name(f"consume {event_type} {message_id}")  # named as it hangs, if it does
         tokens = dict(structlog.contextvars.bind_contextvars(message_id=message_id))
         try:
+            # A failure leaves the event's scope as an exception, so a span records it.
             with self._events.incoming(self._stream, event_type, message_id, _headers(fields)):
                 try:
                     handler, payload = self._effect_of(fields)
@@ -424,9 +425,9 @@ class StreamConsumer(Component):
                         raise
                 except TRANSIENT_ERRORS as error:
                     log.warning("consume_failed_transient", error=str(error) or repr(error))
-                    return error
-                except Exception as error:
-                    return error  # logged once the group's fate is known
+                    raise
+        except Exception as error:
+            return error  # a permanent failure is logged once the group's fate is known
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
         return None
