@@ -11,9 +11,9 @@ Group commits: a batch is split into at most CONSUMER_CONCURRENCY groups handled
 A group is one transaction: one statement inserts the `processed_events` rows of all its events,
 then each new event's effect runs inside a SAVEPOINT of its own. A message that fails rolls
 back to its savepoint (its row is deleted before the COMMIT) and is retried (left pending) or
-dead-lettered; its neighbours commit. After the COMMIT, one XACK acknowledges the messages whose
-effects committed. The commit (its WAL flush), the dedupe insert and the ack are paid once per
-group instead of once per message.
+dead-lettered; its neighbours commit. Once the batch's groups are done, one XACK acknowledges
+the messages whose effects committed. The commit (its WAL flush) and the dedupe insert are paid
+once per group, the ack once per batch, instead of once per message.
 
 Shutdown: stop reading (a blocked XREADGROUP is the only thing ever cancelled early), finish the
 messages in hand, ack only what committed; whatever was not acked stays pending for the next run.
@@ -262,12 +262,14 @@ class StreamConsumer(Component):
             return
         deliveries = {mid: 1 for mid, _ in messages} if fresh else await self._deliveries(messages)
         size = _group_size(len(messages), self._settings.consumer_concurrency)
-        await asyncio.gather(
+        committed = await asyncio.gather(
             *(
                 self._handle_group(messages[start : start + size], deliveries)
                 for start in range(0, len(messages), size)
             )
         )
+        if acks := [message_id for group in committed for message_id in group]:
+            await self._ack(acks)
 
     async def _deliveries(self, messages: list[Message]) -> dict[str, int]:
         # One XPENDING per id (pipelined): a single range query with COUNT len(messages) can
@@ -289,23 +291,23 @@ class StreamConsumer(Component):
             for entry in entries
         }
 
-    async def _handle_group(self, group: list[Message], deliveries: Mapping[str, int]) -> None:
-        """One group of a batch: its transaction, then one XACK for what committed, then each
-        failed message retried later (left pending) or dead-lettered."""
+    async def _handle_group(self, group: list[Message], deliveries: Mapping[str, int]) -> list[str]:
+        """One group of a batch: its transaction, then each failed message retried later (left
+        pending) or dead-lettered. Returns the ids to ack: those whose effects committed."""
         async with self._slots:
             first_id, event_type = group[0][0], group[0][1].get("type", "?")
             self._in_hand += len(group)
             try:
                 with self._in_flight.track(f"consume {event_type} {first_id}"):
-                    await self._commit_and_ack(group, deliveries)
+                    return await self._commit(group, deliveries)
             except asyncio.CancelledError:
                 self._count("cancelled", len(group))  # at the shutdown deadline: stays pending
                 raise
             finally:
                 self._in_hand -= len(group)
 
-    async def _commit_and_ack(self, group: list[Message], deliveries: Mapping[str, int]) -> None:
-        """The group's transaction, the ack of what it committed, then the failed messages."""
+    async def _commit(self, group: list[Message], deliveries: Mapping[str, int]) -> list[str]:
+        """The group's transaction, then the failed messages; the ids committed."""
         try:
             committed, failed = await self._commit_group(group)
         except TRANSIENT_ERRORS as error:
@@ -315,28 +317,28 @@ class StreamConsumer(Component):
                 "consume_failed_transient", messages=len(group), error=str(error) or repr(error)
             )
             self._count("failed", len(group))
-            return
+            return []
         except Exception as error:
             if len(group) > 1:
                 # Failed outside any message's savepoint (at COMMIT: a deferred constraint,
                 # say): one transaction per message tells which message it was.
                 log.warning("consume_group_failed", messages=len(group), error=repr(error))
+                one_by_one: list[str] = []
                 for message in group:
-                    await self._commit_and_ack([message], deliveries)
-                return
+                    one_by_one += await self._commit([message], deliveries)
+                return one_by_one
             [(message_id, fields)] = group
             committed, failed = [], [(message_id, fields, error)]
-        if committed:
-            await self._ack(committed)
         for message_id, fields, failure in failed:
             if isinstance(failure, (*TRANSIENT_ERRORS, _DuplicateOfFailedError)):
                 self._count("failed")  # stays pending, never dead-lettered for this
             else:
                 deliveries_so_far = deliveries.get(message_id, 1)
                 await self._retry_or_dead_letter(message_id, fields, failure, deliveries_so_far)
+        return committed
 
     async def _ack(self, message_ids: list[str]) -> None:
-        """One XACK for the messages whose effects committed."""
+        """One XACK for the messages of a batch whose effects committed."""
         try:
             await self._redis.client.xack(self._stream, self._group, *message_ids)
         except TRANSIENT_ERRORS as error:
