@@ -382,7 +382,8 @@ def figure_http(options: Options, report: Report, workdir: Path) -> None:
     ]
     has_access_log = access_log_setting()
     if has_access_log:
-        logged_env = isolated_env(ACCESS_LOG="true")
+        # At LOG_LEVEL=info, or the lines are built and then dropped: nothing is written.
+        logged_env = isolated_env(ACCESS_LOG="true", LOG_LEVEL="info")
         specs.append(("service-access-log", ["-m", PACKAGE], logged_env))
     with servers(workdir, *specs) as started:
         urls = [f"http://{HOST}:{server.port}/v1/echo?msg=hello" for server in started]
@@ -398,7 +399,8 @@ def figure_http(options: Options, report: Report, workdir: Path) -> None:
             ],
         )
     base = loads[0]
-    names = ["service"] + (["service, ACCESS_LOG=true"] if has_access_log else [])
+    logged = "service, ACCESS_LOG=true, LOG_LEVEL=info"
+    names = ["service"] + ([logged] if has_access_log else [])
     for name, runs in zip(names, loads[1:], strict=True):
         rps = ratio([r.rate for r in runs], [r.rate for r in base])
         p99 = ratio([r.p99_ms for r in runs], [r.p99_ms for r in base])
