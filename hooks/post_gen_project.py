@@ -50,6 +50,9 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "src/{package_name}/tracing.py",
         "tests/*tracing*",
     ],
+    "use_uvloop": [
+        "tests/*event_loop*",
+    ],
 }
 
 # Where and how this run happened, not what was answered: left out of the replay file.

@@ -231,6 +231,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("use_consumer", one_of(*YES_NO)),
     ("use_consumer", needs("use_postgres", "use_redis")),
     ("use_tracing", one_of(*YES_NO)),
+    ("use_uvloop", one_of(*YES_NO)),
     ("http_port", port),
     ("http_port", distinct_port("http_port")),
     ("grpc_port", port),

@@ -29,6 +29,7 @@ VALID: dict[str, Any] = {
     "use_redis": "yes",
     "use_consumer": "yes",
     "use_tracing": "yes",
+    "use_uvloop": "yes",
     "_template": "/somewhere",
 }
 
@@ -87,6 +88,7 @@ def test_defaults_of_cookiecutter_json_pass() -> None:
         ({"use_postgres": "no", "use_redis": "no"}, ["use_consumer"]),
         ({"use_consumer": "maybe"}, ["use_consumer"]),
         ({"use_tracing": "on"}, ["use_tracing"]),
+        ({"use_uvloop": "fast"}, ["use_uvloop"]),
         ({"service_name": "orders\n"}, ["service_name"]),
         ({"service_name": 42}, ["service_name"]),
         ({"package_name": "type"}, ["package_name"]),

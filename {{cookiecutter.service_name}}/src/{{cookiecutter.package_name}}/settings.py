@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         description="Seconds from the first signal to process exit, drain delay included.",
     )
 
+{%- if cookiecutter.use_uvloop == "yes" %}
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+{%- endif %}
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     access_log: bool = Field(default=True, description="One log line per request and RPC.")
