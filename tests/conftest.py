@@ -40,7 +40,7 @@ VARIANTS: dict[str, Variant] = {
         "3.13",
         ("-m", "not slow"),
     ),
-    # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer, traced.
+    # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer, traced, on asyncio's loop.
     "billing": Variant(
         {
             "service_name": "billing-service-name-of-the-maximum-size",
@@ -52,6 +52,7 @@ VARIANTS: dict[str, Variant] = {
             "use_grpc": "no",
             "use_consumer": "no",
             "use_tracing": "yes",
+            "use_uvloop": "no",
         },
         "3.11",
         ("-m", "not slow"),

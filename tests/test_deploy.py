@@ -46,6 +46,7 @@ ANSWER_SETS: dict[str, dict[str, str]] = {
         "use_postgres": "no",
         "use_redis": "no",
         "use_consumer": "no",
+        "use_uvloop": "no",
         "drain_delay_seconds": "0",
         "shutdown_timeout_seconds": "1",
     },
