@@ -40,7 +40,8 @@ VARIANTS: dict[str, Variant] = {
         "3.13",
         ("-m", "not slow"),
     ),
-    # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer, traced, on asyncio's loop.
+    # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer,
+    # traced, on asyncio's own event loop.
     "billing": Variant(
         {
             "service_name": "billing-service-name-of-the-maximum-size",
