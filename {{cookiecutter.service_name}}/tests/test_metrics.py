@@ -115,7 +115,7 @@ async def test_metrics_task_stacks_and_report_across_traffic_sigusr1_and_sigterm
     access = [e for e in service.events("http_request") if e["route"] == "/v1/echo"]
     assert [e["status"] for e in access] == [200, 200, 200, 400, 200]
     assert all(e["request_id"] and e["method"] == "GET" for e in access)
-    assert access[-1]["duration_ms"] >= 3000
+    assert access[-1]["duration_ms"] >= 2950  # a 3 s delay; loop timers may fire ~1 ms early
 
 
 class Stuck(Component):
