@@ -230,12 +230,7 @@ class _Rpc:
         self._bound = REQUEST_ID.set(request_id)
         self.metadata = ((GRPC_METADATA_KEY, request_id),)
         self._context.set_trailing_metadata(self.metadata)
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - grpc runs every RPC in a task
-            raise RuntimeError("an RPC outside of a task")
-        task.set_name(f"grpc {self._target[0]} request_id={request_id}")
-        self.task = task
-        self._in_flight.add(task)
+        self.task = self._in_flight.enter(f"grpc {self._target[0]} request_id={request_id}")
         return self
 
     def __exit__(

@@ -24,9 +24,15 @@ class InFlight:
         duration of a `with` block, which returns the task."""
         return Tracked(self, name)
 
-    def add(self, task: asyncio.Task[object]) -> None:
+    def enter(self, name: str) -> asyncio.Task[object]:
+        """Register the current task under `name` until `discard`; returns the task."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always called from a task
+            raise RuntimeError("InFlight needs a running task")
+        task.set_name(name)
         self._tasks.add(task)
         self._idle.clear()
+        return task
 
     def discard(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
@@ -51,13 +57,8 @@ class Tracked:
         self._name = name
 
     def __enter__(self) -> asyncio.Task[object]:
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always called from a task
-            raise RuntimeError("InFlight.track() needs a running task")
-        task.set_name(self._name)
-        self._task = task
-        self._in_flight.add(task)
-        return task
+        self._task = self._in_flight.enter(self._name)
+        return self._task
 
     def __exit__(
         self,
