@@ -316,10 +316,10 @@ async def _xmins(harness: Harness) -> set[str]:
 
 
 async def test_failing_message_in_a_group_rolls_back_alone(harness: Harness) -> None:
-    """Five messages, one group (one transaction, a savepoint each). The middle one fails on
-    every delivery: it rolls back alone, stays pending, is redelivered and finally
-    dead-lettered; its four neighbours commit together, once, are acked after the COMMIT and
-    never applied again."""
+    """Five messages, one group. The middle one fails on every delivery: the group's first try
+    (no savepoints) rolls back, the second (a savepoint each) runs the other four, which commit
+    together, once, are acked after the COMMIT and never applied again; the poison stays
+    pending, is redelivered alone and finally dead-lettered."""
     b = harness.b
     item_ids = await b.insert_items(5)
     poison_item = item_ids[2]
@@ -327,9 +327,9 @@ async def test_failing_message_in_a_group_rolls_back_alone(harness: Harness) -> 
 
     async def fails_in_the_middle(connection: Connection, payload: dict[str, Any]) -> None:
         calls[payload["item_id"]] += 1
-        await on_item_created(connection, payload)  # the effect happened in the savepoint...
+        await on_item_created(connection, payload)  # the effect happened...
         if payload["item_id"] == poison_item:
-            raise RuntimeError("poison in the middle")  # ...and is rolled back with it
+            raise RuntimeError("poison in the middle")  # ...and is rolled back
 
     message_ids = await harness.publish(item_ids)
     consumer = harness.consumer(
@@ -347,12 +347,62 @@ async def test_failing_message_in_a_group_rolls_back_alone(harness: Harness) -> 
     assert sorted((await b.processed_ids()).values()) == sorted(neighbours)
     assert len(await _xmins(harness)) == 1  # one transaction for the four
     assert await b.unprocessed_items() == 1  # the poison's item only
-    assert calls == Counter({**dict.fromkeys(item_ids, 1), poison_item: 3})
+    # The two before the poison ran in the rolled-back first try too; the poison once per delivery.
+    assert calls == Counter(
+        {item_ids[0]: 2, item_ids[1]: 2, poison_item: 3, **{i: 1 for i in item_ids[3:]}}
+    )
     ((_, entry),) = await b.dead_letters()
     assert (entry["original_id"], entry["deliveries"]) == (poison, "3")
     assert "poison in the middle" in entry["error"]
     assert await b.acked_without_effect() == [poison]
     assert (consumer.processed, consumer.dead_lettered) == (4, 1)
+
+
+async def test_second_failure_in_a_group_rolls_back_to_its_savepoint(harness: Harness) -> None:
+    """Six messages in one group: two poisons, and a second copy of the first poison. The first
+    try rolls back at the first poison; the second (a savepoint each) rolls back the second
+    poison alone and leaves the copy pending (its event has just failed). The three others
+    commit together on their first delivery; what failed stays pending, unacked."""
+    b = harness.b
+    item_ids = await b.insert_items(5)
+    poisons = {item_ids[1], item_ids[3]}
+    events = [
+        {"type": ITEM_CREATED, "event_id": str(uuid.uuid4()), "payload": json.dumps({"item_id": i})}
+        for i in item_ids
+    ]
+    message_ids = await b.xadd_all([*events[:4], events[1], events[4]])
+    calls: Counter[int] = Counter()
+
+    async def two_poisons(connection: Connection, payload: dict[str, Any]) -> None:
+        calls[payload["item_id"]] += 1
+        await on_item_created(connection, payload)
+        if payload["item_id"] in poisons:
+            raise RuntimeError(f"poison {payload['item_id']}")
+
+    consumer = harness.consumer(
+        two_poisons,
+        CONSUMER_CONCURRENCY="1",
+        CONSUMER_MAX_DELIVERIES="1000",
+        CONSUMER_CLAIM_IDLE_MS="600000",  # no redelivery during the test
+    )
+    await consumer.start()
+
+    async def first_delivery_settled() -> bool:
+        return consumer.outcomes == Counter(processed=3, failed=3)
+
+    await eventually(first_delivery_settled, "3 processed and 3 failed", 15)
+    await stop(consumer)
+    assert sorted((await b.processed_ids()).values()) == sorted(
+        message_ids[index] for index in (0, 2, 5)
+    )
+    assert len(await _xmins(harness)) == 1  # the three in one transaction
+    assert await b.unprocessed_items() == 2  # the poisons' effects rolled back
+    assert await b.pending() == 3
+    assert await b.acked_without_effect() == []
+    # The first one ran in both tries; the first poison's copy never ran.
+    assert calls == Counter(
+        {item_ids[0]: 2, item_ids[1]: 1, item_ids[2]: 1, item_ids[3]: 1, item_ids[4]: 1}
+    )
 
 
 async def test_event_delivered_twice_in_one_group_takes_effect_once(harness: Harness) -> None:

@@ -9,11 +9,14 @@ error, in one Lua script together with its XACK.
 
 Group commits: a batch is split into at most CONSUMER_CONCURRENCY groups handled concurrently.
 A group is one transaction: one statement inserts the `processed_events` rows of all its events,
-then each new event's effect runs inside a SAVEPOINT of its own. A message that fails rolls
-back to its savepoint (its row is deleted before the COMMIT) and is retried (left pending) or
-dead-lettered; its neighbours commit. Once the batch's groups are done, one XACK acknowledges
-the messages whose effects committed. The commit (its WAL flush) and the dedupe insert are paid
-once per group, the ack once per batch, instead of once per message.
+then their effects run one after another. Failures are rare, so the first try takes no
+savepoints (they would cost a round trip per message): if an effect fails, the transaction rolls
+back and the group runs again without that message, this time with a SAVEPOINT per effect, so
+that a further failure rolls back its own message only (its row is deleted before the COMMIT).
+A failed message is retried (left pending) or dead-lettered; its neighbours commit. Once the
+batch's groups are done, one XACK acknowledges the messages whose effects committed. The commit
+(its WAL flush) and the dedupe insert are paid once per group, the ack once per batch, instead
+of once per message.
 
 Shutdown: stop reading (a blocked XREADGROUP is the only thing ever cancelled early), finish the
 messages in hand, ack only what committed; whatever was not acked stays pending for the next run.
@@ -44,12 +47,16 @@ from .redis_client import RedisClient
 from .settings import Settings
 
 EffectHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
-"""Applies one event's effect inside the consumer's transaction (in a savepoint of its own; the
-transaction is shared with the other events of its group): raise to roll the effect back."""
+"""Applies one event's effect inside the consumer's transaction, which it shares with the other
+events of its group: raise to roll the effect back. An effect can run twice for one delivery (its
+first run rolled back with the group when a neighbour failed): only the run that commits counts,
+so whatever it does outside the transaction must be idempotent, as delivery is at-least-once."""
 
 Message = tuple[str, dict[str, str]]
 _Failure = tuple[str, dict[str, str], Exception]
 """A message that failed: its id, its fields, its error."""
+_Event = tuple[str, dict[str, str], uuid.UUID]
+"""A message with its event id."""
 
 MAX_GROUP = 32
 """Messages per transaction at most (a batch is shared among CONSUMER_CONCURRENCY groups):
@@ -89,6 +96,15 @@ stops at the failing XADD: a message is never acked without its dead-letter copy
 class _DuplicateOfFailedError(Exception):
     """An event delivered twice in one group whose first copy failed: this copy is left pending
     and handled again on its own (its first copy's failure is not its own)."""
+
+
+class _EffectFailedError(Exception):
+    """Rolls back a group's first try, which takes no savepoints, at its first failed effect."""
+
+    def __init__(self, event: _Event, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.event = event
+        self.error = error
 
 
 class StreamConsumer(Component):
@@ -356,18 +372,44 @@ class StreamConsumer(Component):
     async def _commit_group(self, group: list[Message]) -> tuple[list[str], list[_Failure]]:
         """The group's transaction: the ids whose effects it committed (or had committed
         before: duplicates), and the messages that failed, with their errors."""
-        committed: list[str] = []
         failed: list[_Failure] = []
-        events: list[tuple[str, dict[str, str], uuid.UUID]] = []
+        events: list[_Event] = []
         for message_id, fields in group:
             try:
                 events.append((message_id, fields, _event_id(message_id, fields)))
             except ValueError as error:  # not a UUID: no retry can fix it
                 failed.append((message_id, fields, error))
         if not events:
-            return committed, failed
+            return [], failed
+        try:
+            committed, _ = await self._transaction(events, savepoints=False)
+        except _EffectFailedError as first:
+            # Rolled back at the first failure: again without it, a savepoint per message.
+            failed.append((*first.event[:2], first.error))
+            rest = [event for event in events if event is not first.event]
+            committed, failed_in_rest = await self._transaction(
+                rest, savepoints=True, failed_before=first.event[2]
+            )
+            failed += failed_in_rest
+        return committed, failed
+
+    async def _transaction(
+        self,
+        events: list[_Event],
+        *,
+        savepoints: bool,
+        failed_before: uuid.UUID | None = None,
+    ) -> tuple[list[str], list[_Failure]]:
+        """One try at the group's transaction. Without savepoints, the first failed effect
+        raises _EffectFailedError (rolling it all back); with them, each failure rolls back
+        its own message only. The copies of the event `failed_before` are left pending."""
+        committed: list[str] = []
+        failed: list[_Failure] = []
+        succeeded: dict[uuid.UUID, bool] = {}  # events handled by this try
+        if failed_before is not None:
+            succeeded[failed_before] = False
         # Sorted by event id: concurrent groups lock their rows in the same order, no deadlock.
-        claims = sorted(events, key=lambda event: event[2])
+        claims = sorted((e for e in events if e[2] not in succeeded), key=lambda e: e[2])
         async with self._db.transaction() as connection:
             rows = await connection.fetch(
                 CLAIM_EVENTS_SQL,
@@ -376,20 +418,22 @@ class StreamConsumer(Component):
                 [fields.get("type", "") for _, fields, _ in claims],
             )
             new = {row[0] for row in rows}
-            succeeded: dict[uuid.UUID, bool] = {}  # events handled by this group
             unclaim: list[uuid.UUID] = []
-            for index, (message_id, fields, event_id) in enumerate(events):
+            for index, event in enumerate(events):
+                message_id, fields, event_id = event
                 if event_id in succeeded or event_id not in new:  # a duplicate
                     if succeeded.get(event_id, True):
                         committed.append(message_id)
                     else:
                         failed.append((message_id, fields, _DuplicateOfFailedError(event_id)))
                     continue
-                savepoint = f"message_{index}"
+                savepoint = f"message_{index}" if savepoints else None
                 failure = await self._handle_message(connection, savepoint, message_id, fields)
                 succeeded[event_id] = failure is None
                 if failure is None:
                     committed.append(message_id)
+                elif savepoint is None:
+                    raise _EffectFailedError(event, failure)
                 else:
                     failed.append((message_id, fields, failure))
                     unclaim.append(event_id)
@@ -398,12 +442,16 @@ class StreamConsumer(Component):
         return committed, failed
 
     async def _handle_message(
-        self, connection: Connection, savepoint: str, message_id: str, fields: dict[str, str]
+        self,
+        connection: Connection,
+        savepoint: str | None,
+        message_id: str,
+        fields: dict[str, str],
     ) -> Exception | None:
         """Everything about one new event, in its own scope (its ids on the log lines; a span,
-        with tracing on) and its own savepoint of the group's transaction: its effect. A failure
-        rolls back this message's savepoint only, and is returned (None: the effect is done and
-        commits with the group)."""
+        with tracing on), in the group's transaction: its effect, in a savepoint of its own if
+        named. A failure is returned (None: the effect is done and commits with the group); a
+        savepoint rolls it back alone."""
         event_type = fields.get("type", "?")
         task = asyncio.current_task()
         if task is not None:
@@ -417,14 +465,17 @@ class StreamConsumer(Component):
                     if request_id := payload.get("request_id"):
                         bound = structlog.contextvars.bind_contextvars(request_id=str(request_id))
                         tokens.update(bound)
-                    # Not released when done: COMMIT ends every savepoint of the transaction,
-                    # a RELEASE per message would only add a round trip.
-                    await connection.execute(f"SAVEPOINT {savepoint}")
-                    try:
+                    if savepoint is None:
                         await handler(connection, payload)
-                    except Exception:
-                        await connection.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
-                        raise
+                    else:
+                        # Not released when done: COMMIT ends every savepoint of the
+                        # transaction, a RELEASE per message would only add a round trip.
+                        await connection.execute(f"SAVEPOINT {savepoint}")
+                        try:
+                            await handler(connection, payload)
+                        except Exception:
+                            await connection.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                            raise
                 except TRANSIENT_ERRORS as error:
                     log.warning("consume_failed_transient", error=str(error) or repr(error))
                     raise
