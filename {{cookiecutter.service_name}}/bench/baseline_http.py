@@ -1,7 +1,7 @@
 """Baseline: the smallest aiohttp echo server, `web.run_app` with the library's defaults.
 
 `python -m bench.baseline_http PORT`: `GET /v1/echo?msg=TEXT` answers `{"msg": TEXT}` and
-`GET /readyz` answers 200, like the service, without its middleware, settings or lifecycle.
+`GET /readyz` answers 200, like the service, without its per-request work, settings or lifecycle.
 """
 
 from __future__ import annotations

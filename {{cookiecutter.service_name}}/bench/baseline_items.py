@@ -1,10 +1,10 @@
-"""Baseline: the service's `POST /v1/items` handler on a plain aiohttp app, no middleware.
+"""Baseline: the service's `POST /v1/items` handler on a plain aiohttp app, nothing around it.
 
 `python -m bench.baseline_items PORT` (configured by the same environment variables as the
 service) runs the same dependencies and background components as the service (Postgres pool,
 Redis client, outbox relay, consumer) and the same handlers, imported from the service, on a
-`web.Application()` served by `web.run_app` with its defaults: only the service's request
-middleware and its lifecycle are missing.
+`web.Application()` served by `web.run_app` with its defaults: only the service's per-request
+work (`http_server.Routes`) and its lifecycle are missing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from {{ cookiecutter.package_name }}.items import ITEM_CREATED, ItemStore, on_it
 {%- else %}
 from {{ cookiecutter.package_name }}.items import ItemStore
 {%- endif %}
-from {{ cookiecutter.package_name }}.items_http import item_routes
+from {{ cookiecutter.package_name }}.items_http import ITEMS, create_item, get_item
 from {{ cookiecutter.package_name }}.lifecycle import Component
 from {{ cookiecutter.package_name }}.logs import configure_logging
 from {{ cookiecutter.package_name }}.outbox import OutboxRelay
@@ -69,7 +69,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[READINESS] = readiness
     app.cleanup_ctx.append(run_components)
-    item_routes(store)(app)
+    app[ITEMS] = store
+    app.router.add_post("/v1/items", create_item)
+    app.router.add_get("/v1/items/{item_id}", get_item)
     app.router.add_get("/readyz", readyz)
     return app
 

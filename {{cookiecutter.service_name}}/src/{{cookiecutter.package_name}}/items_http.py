@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from .http_server import SETTINGS, HttpRoutes, read_json_object
+from .http_server import SETTINGS, HttpRoutes, Routes, read_json_object
 from .items import Item, ItemStore, parse_idempotency_key, parse_item_id, parse_new_item
 from .request_id import current_request_id
 
@@ -33,9 +33,9 @@ async def get_item(request: web.Request) -> web.Response:
 
 
 def item_routes(store: ItemStore) -> HttpRoutes:
-    def add_routes(app: web.Application) -> None:
-        app[ITEMS] = store
-        app.router.add_post("/v1/items", create_item)
-        app.router.add_get("/v1/items/{item_id}", get_item)
+    def add_routes(routes: Routes) -> None:
+        routes.app[ITEMS] = store
+        routes.post("/v1/items", create_item)
+        routes.get("/v1/items/{item_id}", get_item)
 
     return add_routes

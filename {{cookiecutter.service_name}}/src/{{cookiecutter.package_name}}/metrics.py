@@ -72,7 +72,7 @@ class RequestFamilies(Collector):
 
     prometheus_client's Counter and Histogram take a lock for every increment (a histogram
     observation: two); through them, one request cost ~6 µs on a 2-vCPU VM, a good part of the
-    middleware's whole cost. Requests and scrapes all run on the event loop's thread, so plain
+    per-request work's whole cost. Requests and scrapes all run on the event loop's thread, so plain
     integers do without the locks. The exposition is the same as theirs."""
 
     def __init__(
