@@ -6,10 +6,12 @@
 # `prometheus` package: installing the package would start a Prometheus server on port 9090, the
 # service's default admin port).
 set -euo pipefail
+# (`sed -n 1p`, not `head -n 1`: head exits early, and the tool writing the rest of its version
+# text then dies of SIGPIPE, which pipefail turns into a failure of this script.)
 
 status=0
 if command -v haproxy >/dev/null 2>&1; then
-    echo "ensure-tools: haproxy is installed ($(haproxy -v 2>/dev/null | head -n 1))"
+    echo "ensure-tools: haproxy is installed ($(haproxy -v 2>/dev/null | sed -n 1p))"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure-tools: installing haproxy"
     export DEBIAN_FRONTEND=noninteractive
@@ -17,21 +19,21 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -q >/dev/null
         apt-get install -y -q --no-install-recommends haproxy >/dev/null
     fi
-    haproxy -v | head -n 1
+    haproxy -v | sed -n 1p
 else
     echo "ensure-tools: haproxy is missing; install it (apt-get install haproxy) as root" >&2
     status=1
 fi
 
 if command -v kubectl >/dev/null 2>&1; then
-    echo "ensure-tools: kubectl is installed ($(kubectl version --client 2>/dev/null | head -n 1))"
+    echo "ensure-tools: kubectl is installed ($(kubectl version --client 2>/dev/null | sed -n 1p))"
 else
     echo "ensure-tools: kubectl is missing: the manifest tests need \`kubectl kustomize\`" >&2
     status=1
 fi
 
 if command -v promtool >/dev/null 2>&1; then
-    echo "ensure-tools: promtool is installed ($(promtool --version 2>&1 | head -n 1))"
+    echo "ensure-tools: promtool is installed ($(promtool --version 2>&1 | sed -n 1p))"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure-tools: installing promtool (from the prometheus package, binary only)"
     work=$(mktemp -d)
@@ -43,7 +45,7 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     fi
     dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
     install -m 755 "$work/root/usr/bin/promtool" /usr/local/bin/promtool
-    promtool --version 2>&1 | head -n 1
+    promtool --version 2>&1 | sed -n 1p
 else
     echo "ensure-tools: promtool is missing: the alert rule tests need it (as root, this script" \
         "extracts it from Debian's prometheus package)" >&2
