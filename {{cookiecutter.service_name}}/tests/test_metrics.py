@@ -181,3 +181,21 @@ def test_access_log_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().access_log is True
     monkeypatch.setenv("ACCESS_LOG", "false")
     assert Settings().access_log is False
+
+
+@pytest.mark.parametrize(
+    ("access_log", "level", "written"),
+    [
+        ("true", "debug", True),
+        ("true", "info", True),
+        ("true", "warning", False),  # an info line: nothing to build
+        ("true", "error", False),
+        ("false", "info", False),
+    ],
+)
+def test_access_log_lines_are_built_only_where_they_are_written(
+    monkeypatch: pytest.MonkeyPatch, access_log: str, level: str, written: bool
+) -> None:
+    monkeypatch.setenv("ACCESS_LOG", access_log)
+    monkeypatch.setenv("LOG_LEVEL", level)
+    assert Settings().writes_access_log is written

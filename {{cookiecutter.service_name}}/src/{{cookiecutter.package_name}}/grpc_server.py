@@ -342,7 +342,7 @@ class GrpcServer(Component):
         services: Sequence[GrpcService] = (),
     ) -> None:
         self._settings = settings
-        self._tracker = RpcTracker(grpc_metrics(settings.access_log))
+        self._tracker = RpcTracker(grpc_metrics(settings.writes_access_log))
         GRPC_IN_FLIGHT.set_function(self._tracker.unary.__len__)
         GRPC_OPEN_STREAMS.set_function(self._tracker.streams.__len__)
         self._in_flight_at_close = 0

@@ -198,7 +198,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_request_body_bytes)
     app[SETTINGS] = settings
     app[READINESS] = readiness
-    routes = Routes(app, readiness, in_flight, http_metrics(settings.access_log))
+    routes = Routes(app, readiness, in_flight, http_metrics(settings.writes_access_log))
     routes.get("/livez", livez)
     routes.get("/readyz", readyz)
     routes.get("/v1/echo", echo_get)

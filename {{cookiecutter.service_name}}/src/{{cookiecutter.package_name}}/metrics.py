@@ -234,6 +234,8 @@ class RequestMetrics:
         self._access_event = access_event
         self._target_fields = target_fields
         self._access_log = access_log
+        self._access_fields: dict[tuple[str, ...], dict[str, str]] = {}
+        """The access log line's fields of each target, made once per target."""
 
     def observe(self, target: tuple[str, ...], status: int | str, seconds: float) -> None:
         requests = self._requests
@@ -243,11 +245,15 @@ class RequestMetrics:
         latencies.counts[bisect_left(self._bounds, seconds)] += 1  # the first bound >= seconds
         latencies.total += seconds
         if self._access_log:
+            fields = self._access_fields.get(target)
+            if fields is None:
+                fields = dict(zip(self._target_fields, target, strict=True))
+                self._access_fields[target] = fields
             log.info(
                 self._access_event,
-                **dict(zip(self._target_fields, target, strict=True)),
+                **fields,
                 status=status,
-                duration_ms=round(seconds * 1000, 3),
+                duration_ms=int(seconds * 1_000_000) / 1000,  # to the microsecond
             )
 
 

@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     )
 {%- endif %}
 
+    @property
+    def writes_access_log(self) -> bool:
+        """Access log lines are info lines: at a higher LOG_LEVEL there is nothing to build."""
+        return self.access_log and self.log_level in ("debug", "info")
+
     @model_validator(mode="after")
     def _admin_port_of_its_own(self) -> Settings:
         public = {self.http_port{% if cookiecutter.use_grpc == "yes" %}, self.grpc_port{% endif %}}
