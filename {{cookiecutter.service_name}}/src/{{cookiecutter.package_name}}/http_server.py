@@ -16,7 +16,7 @@ from .errors import InvalidArgumentError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
-from .metrics import HTTP_IN_FLIGHT, RequestMetrics, http_method, http_metrics
+from .metrics import HTTP_IN_FLIGHT, HTTP_METHODS, RequestMetrics, http_metrics
 from .readiness import Readiness
 from .request_id import HTTP_HEADER, REQUEST_ID, request_id_from
 from .settings import Settings
@@ -96,13 +96,19 @@ class Routes:
         """`handler` inside the per-request work. It runs for every request, so it stays lean:
         no context managers, no extra coroutine on the success path."""
         readiness, in_flight, observe = self._readiness, self._in_flight, self._metrics.observe
+        # Per method, made once: the metrics target and the prefix of the task's name.
+        by_method = {
+            method: ((method, route), f"http {method} {route} request_id=")
+            for method in (*HTTP_METHODS, "other")
+        }
+        other = by_method["other"]  # methods are the client's choice: metrics stay bounded
 
         async def served(request: web.Request) -> web.StreamResponse:
             started = perf_counter()
             request_id = request_id_from(request.headers.get(HTTP_HEADER))
-            method = http_method(request.method)
+            target, task_name = by_method.get(request.method, other)
             bound = REQUEST_ID.set(request_id)  # every log line of the request carries its id
-            task = in_flight.enter(f"http {method} {route} request_id={request_id}")
+            task = in_flight.enter(task_name + request_id)
             try:
                 try:
                     response = await handler(request)
@@ -114,7 +120,7 @@ class Routes:
                         # Moves keep-alive clients to a new connection, which the load balancer
                         # routes to a replica that is still ready.
                         response.force_close()
-                observe((method, route), response.status, perf_counter() - started)
+                observe(target, response.status, perf_counter() - started)
             finally:
                 in_flight.discard(task)
                 REQUEST_ID.reset(bound)

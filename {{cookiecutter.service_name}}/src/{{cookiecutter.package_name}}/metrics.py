@@ -275,8 +275,3 @@ def grpc_metrics(access_log: bool) -> RequestMetrics:
         access_log=access_log,
     )
 {%- endif %}
-
-
-def http_method(method: str) -> str:
-    """Standard methods as they are; anything else is 'other' (clients choose the method)."""
-    return method if method in HTTP_METHODS else "other"

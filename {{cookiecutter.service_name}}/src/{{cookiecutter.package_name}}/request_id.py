@@ -7,8 +7,10 @@ import re
 from random import getrandbits
 
 import structlog
+from multidict import istr
 
-HTTP_HEADER = "X-Request-ID"
+HTTP_HEADER = istr("X-Request-ID")
+"""Case-insensitive already: header lookups skip folding the name on every request."""
 GRPC_METADATA_KEY = "x-request-id"
 
 _ACCEPTED = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
