@@ -6,8 +6,9 @@ events (and their items), then times how long the consumer takes to handle and a
 of them, and prints `{"rate": messages per second}` as JSON. Filling is not timed.
 
 - service: the service's consumer class with its handler map, in-flight tracking, dedupe rows
-  (`processed_events`), group transactions (a savepoint per message) and one XACK per batch;
-  `noop` registers a handler that does nothing, `real` the service's `on_item_created`.
+  (`processed_events`), group transactions (savepoints only once an effect has failed) and one
+  XACK per batch; `noop` registers a handler that does nothing, `real` the service's
+  `on_item_created`.
 - raw: one loop, `XREADGROUP COUNT=CONSUMER_BATCH_SIZE`, the messages of a batch handled
   CONSUMER_CONCURRENCY at a time, then `XACK`; `noop` does nothing else, `real` runs the same
   SQL as the service (the dedupe row and the effect, in one transaction).
