@@ -15,6 +15,7 @@ from .echo import check_delay_ms, check_message, echo
 from .errors import InvalidArgumentError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
+from .listener import Listener
 from .logs import log
 from .metrics import HTTP_IN_FLIGHT, HTTP_METHODS, RequestMetrics, http_metrics
 from .readiness import Readiness
@@ -235,25 +236,28 @@ class HttpServer(Component):
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
+        self._listener: Listener | None = None
 
     @property
     def port(self) -> int:
-        """The bound port (useful when HTTP_PORT=0)."""
-        server = self._runner.addresses
-        return int(server[0][1]) if server else self._settings.http_port
+        """The bound port."""
+        return self._listener.port if self._listener is not None else self._settings.http_port
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self._settings.http_host, self._settings.http_port, backlog=1024
+        server = self._runner.server
+        assert server is not None  # made by setup()
+        # Our own listener, not aiohttp's TCPSite: see listener.py.
+        self._listener = Listener(
+            server, self._settings.http_host, self._settings.http_port, backlog=1024
         )
-        await site.start()
+        self._listener.start()
         log.info("http_listening", host=self._settings.http_host, port=self.port)
 
     async def close_listeners(self) -> None:
         self._in_flight_at_close = len(self._in_flight)
-        for site in list(self._runner.sites):
-            await site.stop()  # closes the listening socket; does not wait for connections
+        if self._listener is not None:
+            self._listener.close()  # new connections are refused; open ones are served
         server = self._runner.server
         if server is not None:
             await asyncio.sleep(0)  # let requests already read reach their handler first
