@@ -42,8 +42,9 @@ async def test_sigkill_mid_consumption_recovered_by_autoclaim_and_own_pending() 
             assert after_first < TOTAL
 
             # pod-b (pod-a never comes back) takes them over with XAUTOCLAIM once idle, then
-            # dies the same way.
-            pod_b = {**env, "CONSUMER_NAME": "pod-b"}
+            # dies the same way. Its batches are large, so that it dies holding one: with the
+            # default batch it can finish the whole stream between two polls of this test.
+            pod_b = {**env, "CONSUMER_NAME": "pod-b", "CONSUMER_BATCH_SIZE": "512"}
             with started(pod_b) as service:
 
                 async def took_over() -> bool:

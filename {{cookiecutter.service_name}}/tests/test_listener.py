@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib
 import importlib.util
 import socket
 import time
@@ -22,9 +23,7 @@ LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 def run_on(loop_name: str, scenario: Callable[[], Awaitable[None]]) -> None:
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if loop_name == "uvloop":
-        import uvloop
-
-        factory = uvloop.new_event_loop
+        factory = importlib.import_module("uvloop").new_event_loop  # only where installed
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(asyncio.wait_for(scenario(), 20))
 

@@ -18,7 +18,11 @@ from typing import Any
 import pytest
 import structlog
 
-from {{ cookiecutter.package_name }}.logs import LOGGER_NAME, UtcTimestamp, configure_logging
+from {{ cookiecutter.package_name }}.logs import (
+    LOGGER_NAME,
+    UtcTimestamp,
+    configure_logging,
+)
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
