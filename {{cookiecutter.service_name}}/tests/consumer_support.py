@@ -211,6 +211,10 @@ class Backends:
         detail = f"\n{service.output()}" if service is not None else ""
         raise AssertionError(f"not {what} within {within}s{detail}")
 
+    async def dead_lettered_and_settled(self, count: int) -> bool:
+        """`count` messages dead-lettered, nothing left pending."""
+        return len(await self.dead_letters()) == count and await self.pending() == 0
+
     async def done(self, total: int) -> bool:
         """Every event's effect committed once, every item processed, nothing pending."""
         return (

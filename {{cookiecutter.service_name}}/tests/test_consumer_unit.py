@@ -297,10 +297,7 @@ async def test_failed_dead_lettering_leaves_the_message_pending(harness: Harness
 
     await b.redis.delete(b.dead)  # fixed: the next claim moves it
 
-    async def dead_lettered() -> bool:
-        return await b.pending() == 0 and len(await b.dead_letters()) == 1
-
-    await eventually(dead_lettered, "dead-lettered", 10)
+    await eventually(lambda: b.dead_lettered_and_settled(1), "dead-lettered", 10)
     ((_, entry),) = await b.dead_letters()
     assert entry["original_id"] == poison
     assert "unknown item" in entry["error"]
@@ -337,10 +334,9 @@ async def test_failing_message_in_a_group_rolls_back_alone(harness: Harness) -> 
     )
     await consumer.start()
 
-    async def settled() -> bool:
-        return len(await b.dead_letters()) == 1 and await b.pending() == 0
-
-    await eventually(settled, "poison dead-lettered, nothing pending", 20)
+    await eventually(
+        lambda: b.dead_lettered_and_settled(1), "poison dead-lettered, nothing pending", 20
+    )
     await stop(consumer)
     poison = message_ids[2]
     neighbours = [mid for mid in message_ids if mid != poison]
@@ -458,10 +454,9 @@ async def test_group_failing_at_commit_retries_one_message_per_transaction(
     )
     await consumer.start()
 
-    async def settled() -> bool:
-        return len(await b.dead_letters()) == 1 and await b.pending() == 0
-
-    await eventually(settled, "culprit dead-lettered, nothing pending", 20)
+    await eventually(
+        lambda: b.dead_lettered_and_settled(1), "culprit dead-lettered, nothing pending", 20
+    )
     await stop(consumer)
     others = [mid for index, mid in enumerate(message_ids) if index != 1]
     assert sorted((await b.processed_ids()).values()) == sorted(others)
