@@ -4,14 +4,13 @@
 
 The benchmarks themselves live in the generated project (`bench/`, `make bench` there), since
 they import the service and run it as built. This driver bakes the default answers into
-build/bench/, creates the project's virtualenv (once; reused while pyproject.toml is unchanged),
+build/bench/, installs it from its uv.lock (`make install` there; uv's cache makes it quick),
 runs the benchmarks and copies the resulting docs/benchmarks.md into the template, so every
 generated project ships with the reference figures (and its findings) of the template itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -31,38 +30,14 @@ def run(cmd: Sequence[str | Path], cwd: Path | None = None) -> None:
     subprocess.run([str(part) for part in cmd], cwd=cwd, check=True, timeout=3600)
 
 
-def find_python() -> str:
-    found = subprocess.run(
-        ["bash", str(REPO / "scripts" / "find-python.sh"), "3.12", "3"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return found.stdout.strip()
-
-
 def bake() -> Path:
-    """The default answers, baked afresh; the previous virtualenv is kept when still valid."""
+    """The default answers, baked afresh and installed by the project's own `make install`."""
     project = BUILD / SERVICE
-    venv = BUILD / "venv"
-    stamp = venv / "pyproject.sha256"
     if project.exists():
         shutil.rmtree(project)
     cookiecutter = Path(sys.executable).parent / "cookiecutter"
     run([cookiecutter, "--no-input", "-f", REPO, "-o", BUILD])
-    digest = hashlib.sha256((project / "pyproject.toml").read_bytes()).hexdigest()
-    if not stamp.exists() or stamp.read_text() != digest:
-        if venv.exists():
-            shutil.rmtree(venv)
-        run([find_python(), "-m", "venv", venv])
-        stamp.write_text("")
-    (project / ".venv").symlink_to(venv)
-    run(
-        [venv / "bin" / "python", "-m", "pip", "install", "--no-input", "-q", "-e", ".[dev]"],
-        project,
-    )
-    stamp.write_text(digest)
+    run(["make", "--no-print-directory", "install"], project)
     return project
 
 
