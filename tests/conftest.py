@@ -4,7 +4,7 @@ Under pytest-xdist each worker has its own session, so the slow tests are groupe
 (answers, Python) and run with `--dist loadscope`, which sends a class to a single worker: every
 virtualenv is then built once. (`--dist loadgroup` with xdist_group marks would be the usual tool,
 but pytest-xdist 3.8 cannot rename node ids under pytest 9, so it silently does not group.)
-pip's cache is the user's, shared by all of them.
+uv's cache is the user's, shared by all of them.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import DEFAULT_PYTHON, REPO_ROOT, Installed, create_venv
+from tests.support import DEFAULT_PYTHON, REPO_ROOT, Installed, install
 
 
 @dataclass(frozen=True)
 class Variant:
     answers: dict[str, str]
     python_version: str  # the answer; the project's own checks run on it
-    pytest_args: tuple[str, ...] = ()  # the default bake runs everything; the others skip `slow`
+    pytest_args: str = ""  # PYTEST_ARGS: the default bake runs everything; the others skip `slow`
 
 
 VARIANTS: dict[str, Variant] = {
@@ -38,7 +38,7 @@ VARIANTS: dict[str, Variant] = {
             "use_consumer": "no",
         },
         "3.13",
-        ("-m", "not slow"),
+        "-m 'not slow'",
     ),
     # Non-default numbers, the longest name allowed, Postgres without gRPC or the consumer,
     # traced, on asyncio's own event loop.
@@ -56,31 +56,28 @@ VARIANTS: dict[str, Variant] = {
             "use_uvloop": "no",
         },
         "3.11",
-        ("-m", "not slow"),
+        "-m 'not slow'",
     ),
     # Every option on, tracing too: the trace from a request through the outbox to the consumer.
-    "traced": Variant({"use_tracing": "yes"}, DEFAULT_PYTHON, ("-m", "not slow")),
+    "traced": Variant({"use_tracing": "yes"}, DEFAULT_PYTHON, "-m 'not slow'"),
 }
 
 
 class Projects:
     def __init__(self, cookies_session: Any) -> None:
         self._cookies = cookies_session
-        self._installed: dict[tuple[str, str], Installed] = {}
+        self._installed: dict[str, Installed] = {}
 
-    def get(self, variant: str, python_version: str | None = None) -> Installed:
-        """The variant baked and installed on this Python: `.[dev]` on its own Python."""
+    def get(self, variant: str) -> Installed:
+        """The variant baked and installed by its own `make install` (on its answer's Python)."""
         spec = VARIANTS[variant]
-        version = python_version or spec.python_version
-        key = (variant, version)
-        if key not in self._installed:
+        if variant not in self._installed:
             result = self._cookies.bake(extra_context=spec.answers, template=str(REPO_ROOT))
             assert result.exit_code == 0, result.exception
-            extras = "dev" if version == spec.python_version else ""
-            installed = create_venv(Path(result.project_path), version, extras=extras)
+            installed = install(Path(result.project_path), spec.python_version)
             installed.answers = dict(spec.answers)
-            self._installed[key] = installed
-        return self._installed[key]
+            self._installed[variant] = installed
+        return self._installed[variant]
 
 
 @pytest.fixture(scope="session")

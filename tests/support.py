@@ -26,7 +26,7 @@ DEFAULT_PYTHON = "3.12"  # the first python_version choice in cookiecutter.json
 SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
 VOLATILE_KEYS = {"_output_dir", "_repo_dir", "_checkout"}
 
-PIP_INSTALL_TIMEOUT = 600
+INSTALL_TIMEOUT = 600
 TOOL_TIMEOUT = 600
 
 
@@ -164,20 +164,19 @@ class Installed:
         return str(replay["cookiecutter"]["package_name"])
 
 
-def create_venv(project: Path, python_version: str, *, extras: str = "dev") -> Installed:
-    """`python -m venv .venv && pip install -e '.[extras]'`, sharing the user's pip cache."""
-    python = find_python(python_version)
-    venv = project / ".venv"
-    check_ok(run([python, "-m", "venv", venv], timeout=120), f"python{python_version} -m venv")
-    target = f".[{extras}]" if extras else "."
-    check_ok(
-        run(
-            [venv / "bin" / "python", "-m", "pip", "install", "--no-input", "-q", "-e", target],
-            cwd=project,
-            timeout=PIP_INSTALL_TIMEOUT,
-        ),
-        f"pip install -e '{target}' (python {python_version}, {project.name})",
-    )
+def make(project: Path, *targets: str, timeout: float = TOOL_TIMEOUT, **variables: str) -> None:
+    """`make TARGET...` in a baked project, as its README says (it finds its own Python)."""
+    cmd = ["make", "--no-print-directory", *targets, *(f"{k}={v}" for k, v in variables.items())]
+    check_ok(run(cmd, cwd=project, timeout=timeout), f"{' '.join(cmd)} in {project.name}")
+
+
+def install(project: Path, python_version: str) -> Installed:
+    """The generated README's `make install`: .venv from uv.lock on the Python its Makefile finds
+    (the cookiecutter answer's), which must be `python_version`."""
+    make(project, "install", timeout=INSTALL_TIMEOUT)
+    probe = run([project / ".venv" / "bin" / "python", "-c", "import sys; print(sys.version)"])
+    check_ok(probe, "the installed interpreter")
+    assert probe.stdout.startswith(f"{python_version}."), probe.stdout
     return Installed(project=project, python_version=python_version)
 
 

@@ -3,7 +3,7 @@
 The generated suite checks its own project in depth (tests/test_deploy*.py, test_rollout.py) for
 the answer sets that get a virtualenv; these bake more answer sets, without one: options off,
 non-default timings and ports, the longest service name. Needs `kubectl` (for `kubectl kustomize`),
-`promtool` (the alert rules) and the pinned validators of requirements-dev.txt; `make test` checks
+`promtool` (the alert rules) and the validators pinned in uv.lock; `make test` checks
 kubectl is there and installs promtool when it is missing.
 """
 
@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -228,16 +229,21 @@ def test_files_adapt_to_the_options(baked: Path) -> None:
     assert ("proto/" in dockerfile) == grpc
     assert ("hatch_build.py" in dockerfile) == grpc
     assert f"python:{answers['python_version']}-slim-" in dockerfile
-    lock = (baked / "requirements.lock").read_text(encoding="utf-8")
-    assert ("grpcio==" in lock) == grpc
-    assert ("asyncpg==" in lock) == postgres
-    assert ("redis==" in lock) == redis
-    build_lock = (baked / "requirements-build.lock").read_text(encoding="utf-8")
-    assert ("grpcio-tools==" in build_lock) == grpc
+    locked = {package["name"] for package in tomllib.loads(lock_text(baked))["package"]}
+    assert ("grpcio" in locked) == grpc
+    assert ("grpcio-tools" in locked) == grpc  # the stub generator, in the build group
+    assert ("asyncpg" in locked) == postgres
+    assert ("redis" in locked) == redis
+    assert ("opentelemetry-sdk" in locked) == tracing
+    assert answers["service_name"] in locked
 
     workflow = yaml.safe_load((baked / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     job_services = set(workflow["jobs"]["test"].get("services", {}))
     assert job_services == {n for n, on in (("postgres", postgres), ("redis", redis)) if on}
+
+
+def lock_text(project: Path) -> str:
+    return (project / "uv.lock").read_text(encoding="utf-8")
 
 
 def test_dockerfile_compose_and_workflow_pass_their_linters(baked: Path) -> None:
@@ -245,6 +251,7 @@ def test_dockerfile_compose_and_workflow_pass_their_linters(baked: Path) -> None
     for schema, path in (
         ("vendor.compose-spec", baked / "docker-compose.yml"),
         ("vendor.github-workflows", baked / ".github" / "workflows" / "ci.yml"),
+        ("vendor.dependabot", baked / ".github" / "dependabot.yml"),
     ):
         result = run([BIN / "check-jsonschema", "--builtin-schema", schema, path])
         check_ok(result, f"check-jsonschema {schema} {path.name}")

@@ -1,7 +1,7 @@
 """Build hook: generate the gRPC stubs (and their type stubs) from proto/ at install time.
 
-`pip install .` and `pip install -e .` run it, so nobody runs protoc by hand. Re-run the install
-after editing a .proto file.
+Every build of the project runs it (`make install`, the image's `uv build`), so nobody runs protoc
+by hand; `make install` rebuilds after a .proto file changes (pyproject.toml's uv cache-keys).
 """
 
 from __future__ import annotations

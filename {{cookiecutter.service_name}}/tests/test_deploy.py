@@ -15,13 +15,11 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from packaging.requirements import Requirement
 
 import scripts.rollout_check
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -124,7 +122,7 @@ def test_dockerfile_runs_python_as_pid_1_non_root_with_stdlib_healthcheck() -> N
     runtime = text.split(" AS runtime", 1)[1]
     assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE)
     assert re.search(r"^STOPSIGNAL SIGTERM$", runtime, flags=re.MULTILINE)
-    assert "--require-hashes" in text
+    assert "uv sync --locked" in text
     healthcheck = re.search(r"^HEALTHCHECK .* CMD (\[.*\])$", runtime, flags=re.MULTILINE)
     assert healthcheck is not None
     command = json.loads(healthcheck.group(1))
@@ -145,72 +143,47 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     assert not any(p.startswith("!") and (".venv" in p or ".env" in p) for p in patterns)
 
 
-def locked(path: Path) -> dict[str, str]:
-    """name -> version of every `name==version` entry; each must carry hashes."""
-    entries: dict[str, str] = {}
-    text = path.read_text(encoding="utf-8")
-    for block in re.split(r"\n(?=[A-Za-z])", text):
-        first = block.splitlines()[0]
-        if first.startswith("#") or not first.strip():
-            continue
-        match = re.match(r"([A-Za-z0-9._-]+)==([^ ;\\]+)", first)
-        assert match, f"{path.name}: not pinned: {first!r}"
-        assert "--hash=sha256:" in block, f"{path.name}: {first!r} has no hash"
-        entries[canonical(match.group(1))] = match.group(2)
-    return entries
+def uv(*args: str) -> subprocess.CompletedProcess[str]:
+    """The locked uv of this virtualenv (the dev group pins it), in the project."""
+    return tool("uv", *args, "--python", sys.executable)
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def runtime_closure(requirements: list[str]) -> dict[str, str]:
-    """The installed distributions that `requirements` pull in (no extras), name -> version."""
-    found: dict[str, str] = {}
-    pending = [Requirement(text) for text in requirements]
-    while pending:
-        requirement = pending.pop()
-        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
-            continue
-        name = canonical(requirement.name)
-        if name in found:
-            continue
-        distribution = metadata.distribution(name)
-        found[name] = distribution.version
-        pending += [Requirement(text) for text in distribution.requires or []]
-    return found
-
-
-def test_lock_files_agree_with_pyproject_and_the_tested_virtualenv() -> None:
-    pyproject = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))
-    dependencies = pyproject["project"]["dependencies"]
-    lock = locked(PROJECT / "requirements.lock")
+def test_uv_lock_agrees_with_pyproject() -> None:
+    """uv.lock is the one source of every version: `uv lock --locked` refuses any disagreement."""
+    result = uv("lock", "--locked")
     hint = "run `make lock` after changing pyproject.toml"
-    for text in dependencies:
-        requirement = Requirement(text)
-        version = lock.get(canonical(requirement.name), "missing")
-        assert requirement.specifier.contains(version), (
-            f"requirements.lock has {requirement.name} {version}, not {text} ({hint})"
-        )
-    # What the tests ran with is what the image gets: same distributions, same versions.
-    tested = runtime_closure(dependencies)
-    markers_only = {name for name in lock if name not in tested}  # e.g. async-timeout < 3.11.3
-    for name in markers_only:
-        entry = re.search(rf"^{name}==\S+ ; (.+?) \\$", lock_text(), flags=re.MULTILINE | re.I)
-        assert entry, f"requirements.lock has {name}, which nothing installed needs ({hint})"
-    assert not set(tested) - set(lock), f"missing from requirements.lock ({hint})"
-    assert {name: lock[name] for name in tested} == tested, hint
-    build = locked(PROJECT / "requirements-build.lock")
-    for text in pyproject["build-system"]["requires"]:
-        requirement = Requirement(text)
-        version = build.get(canonical(requirement.name), "missing")
-        assert requirement.specifier.contains(version), (
-            f"requirements-build.lock has {requirement.name} {version}, not {text} ({hint})"
-        )
+    assert result.returncode == 0, f"{hint}:\n{result.stderr}"
 
 
-def lock_text() -> str:
-    return (PROJECT / "requirements.lock").read_text(encoding="utf-8")
+def test_the_tested_virtualenv_is_the_lock() -> None:
+    """What these tests run with is exactly uv.lock (runtime, dev and build groups), no more."""
+    result = uv("sync", "--locked", "--check")
+    assert result.returncode == 0, f"the virtualenv differs from uv.lock:\n{result.stderr}"
+
+
+def test_the_image_installs_the_locked_runtime_dependencies_only() -> None:
+    """The Dockerfile's build stage installs from uv.lock: the runtime closure, no dev, no build
+    group; the lock pins every one of them with hashes."""
+    lock = tomllib.loads((PROJECT / "uv.lock").read_text(encoding="utf-8"))
+    packages = {package["name"]: package for package in lock["package"]}
+    project = packages[answers()["service_name"]]
+    runtime: set[str] = set()
+    pending = [dependency["name"] for dependency in project["dependencies"]]
+    while pending:
+        name = pending.pop()
+        if name not in runtime:
+            runtime.add(name)
+            pending += [dependency["name"] for dependency in packages[name].get("dependencies", [])]
+    for name in runtime:
+        files = [*packages[name].get("wheels", []), packages[name].get("sdist", {})]
+        assert all(file.get("hash", "").startswith("sha256:") for file in files if file), name
+    build_tools = {"hatchling", "editables", "grpcio-tools", "mypy-protobuf", "uv", "pytest"}
+    assert not runtime & build_tools, runtime & build_tools
+    text = (PROJECT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    build_stage = text.split(" AS runtime", 1)[0]
+    assert re.search(r"uv sync --locked --no-default-groups\s+--no-install-project", build_stage)
+    assert re.search(r"uv sync --locked --only-group build\s+--no-install-project", build_stage)
+    assert "bootstrap_uv.py" in build_stage
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------
@@ -412,6 +385,10 @@ def test_ci_workflow_validates_against_the_github_schema() -> None:
         if settings[option] == "yes"
     }
     steps = " ".join(str(step.get("run", "")) for step in test_job["steps"])
-    for command in ("ruff check", "ruff format --check", "mypy", "pytest", "rollout-check"):
+    # make install: uv sync --locked; make lint: the lock check, ruff check/format, mypy.
+    for command in ("make install", "make lint", ".venv/bin/pytest", "make rollout-check"):
         assert command in steps
+    cache = [s for s in test_job["steps"] if str(s.get("uses", "")).startswith("actions/cache")]
+    assert len(cache) == 1
+    assert "hashFiles('uv.lock')" in cache[0]["with"]["key"]
     assert "docker/build-push-action" in json.dumps(workflow["jobs"]["image"])
