@@ -28,7 +28,7 @@ UV = Path(sys.executable).parent / "uv"
 INSTALL = re.compile(
     r"(?:\buv\s+pip\s+install|\bpip3?\s+install|-m\s+pip\s+install|\buv\s+sync|\buv\s+run"
     r"|\buvx\b|\buv\s+tool\s+(?:install|run)|\bpipx\s+(?:install|run)|\bpoetry\s+install)"
-    r"[^`\n]*"
+    r"[^`\n;&|]*"
 )
 # Answer sets whose bakes are scanned: everything on, everything off, a traced one without gRPC.
 SCANNED_ANSWERS: dict[str, dict[str, str]] = {
