@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +17,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.service_name}}"
+FIND_PYTHON = TEMPLATE_DIR / "scripts" / "find-python.sh"
 COOKIECUTTER_JSON: dict[str, object] = json.loads(
     (REPO_ROOT / "cookiecutter.json").read_text(encoding="utf-8")
 )
@@ -107,40 +106,16 @@ def cookiecutter_cli(
     return run(cmd, cwd=config_dir, timeout=120)
 
 
-def find_python(version: str) -> Path:
-    """An interpreter of exactly this X.Y: python3.X on PATH, else pyenv's. Fails if none."""
-    tried: list[str] = []
-    candidates: list[Path] = []
-    on_path = shutil.which(f"python{version}")
-    if on_path:
-        candidates.append(Path(on_path))
-    pyenv_root = os.environ.get("PYENV_ROOT")
-    if not pyenv_root and shutil.which("pyenv"):
-        pyenv_root = run(["pyenv", "root"], timeout=30).stdout.strip() or None
-    roots = [Path(pyenv_root)] if pyenv_root else []
-    roots.append(Path.home() / ".pyenv")
-    for root in roots:
-        patch = re.compile(rf"{re.escape(version)}\.(\d+)")
-        found = [p for p in (root / "versions").glob(f"{version}.*/bin/python")]
-        found = [p for p in found if patch.fullmatch(p.parent.parent.name)]
-        candidates += sorted(found, key=lambda p: -int(p.parent.parent.name.split(".")[2]))
-    for candidate in candidates:
-        try:
-            probe = run(
-                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=30
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            tried.append(f"{candidate}: {error}")
-            continue
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return candidate
-        tried.append(f"{candidate}: {(probe.stdout + probe.stderr).strip()[:200]!r}")
-    pytest.fail(
-        f"Python {version} is required but no working interpreter was found "
-        f"(looked for python{version} on PATH and $(pyenv root)/versions/{version}.*). "
-        f"Tried: {tried or 'nothing found'}",
-        pytrace=False,
-    )
+def find_python(version: str, env: Mapping[str, str] | None = None) -> Path:
+    """An interpreter of exactly this X.Y, as the generated Makefile finds it
+    (scripts/find-python.sh: PATH, then pyenv's versions; shims that cannot run it skipped)."""
+    result = run(["/bin/bash", FIND_PYTHON, version], env=env, timeout=60)
+    if result.returncode != 0:
+        pytest.fail(
+            f"Python {version} is required but none works here: {result.stderr.strip()}",
+            pytrace=False,
+        )
+    return Path(result.stdout.strip())
 
 
 @dataclass
