@@ -52,6 +52,7 @@ lock: $(UV)
 # {{cookiecutter.service_name}}/docs/benchmarks.md. ARGS="--only http --rounds 5" narrows it down.
 bench: venv
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-tools.sh
 	$(BIN)/python -m bench.run_baked $(ARGS)
 
 test: venv

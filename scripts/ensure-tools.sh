@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the system tools the deployment tests use are here: HAProxy (the rollout check's
-# stand-in for a Kubernetes Service; installed from apt when missing, which needs root), kubectl
+# Make sure the system tools the deployment tests and benchmarks use are here: HAProxy (the
+# rollout check's stand-in for a Kubernetes Service), wrk and h2load (the benchmarks' load
+# generators), all installed from apt when missing (which needs root), kubectl
 # (`kubectl kustomize` renders the manifests; not in Debian's archive, so it must be provided) and
 # promtool (checks and unit-tests the alert rules; only the binary is taken from Debian's
 # `prometheus` package: installing the package would start a Prometheus server on port 9090, the
@@ -10,20 +11,30 @@ set -euo pipefail
 # text then dies of SIGPIPE, which pipefail turns into a failure of this script.)
 
 status=0
-if command -v haproxy >/dev/null 2>&1; then
-    echo "ensure-tools: haproxy is installed ($(haproxy -v 2>/dev/null | sed -n 1p))"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-tools: installing haproxy"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends haproxy >/dev/null; then
-        apt-get update -q >/dev/null
-        apt-get install -y -q --no-install-recommends haproxy >/dev/null
+# A tool from Debian's archive: installed (as root) when its command is missing.
+apt_tool() { # command package version-command...
+    local command=$1 package=$2
+    shift 2
+    if command -v "$command" >/dev/null 2>&1; then
+        echo "ensure-tools: $command is installed ($("$@" 2>&1 | sed -n 1p))"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-tools: installing $command (Debian package $package)"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! apt-get install -y -q --no-install-recommends "$package" >/dev/null; then
+            apt-get update -q >/dev/null
+            apt-get install -y -q --no-install-recommends "$package" >/dev/null
+        fi
+        "$@" 2>&1 | sed -n 1p
+    else
+        echo "ensure-tools: $command is missing; install it (apt-get install $package) as root" >&2
+        status=1
     fi
-    haproxy -v | sed -n 1p
-else
-    echo "ensure-tools: haproxy is missing; install it (apt-get install haproxy) as root" >&2
-    status=1
-fi
+}
+
+apt_tool haproxy haproxy haproxy -v
+# The load generators of the benchmarks (`make bench`): wrk for HTTP, h2load for gRPC.
+apt_tool wrk wrk wrk --version
+apt_tool h2load nghttp2-client h2load --version
 
 if command -v kubectl >/dev/null 2>&1; then
     echo "ensure-tools: kubectl is installed ($(kubectl version --client 2>/dev/null | sed -n 1p))"
