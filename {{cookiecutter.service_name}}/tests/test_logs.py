@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import json
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,11 +20,17 @@ from typing import Any
 import pytest
 import structlog
 
+from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.logs import (
+    FLUSH_INTERVAL,
     LOGGER_NAME,
+    AccessLog,
+    LogOutput,
     UtcTimestamp,
     configure_logging,
+    flush_logs,
 )
+from {{ cookiecutter.package_name }}.metrics import http_metrics
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -46,6 +54,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Captured]:
     handlers, level = root.handlers[:], root.level
     stdout = io.StringIO()
     monkeypatch.setattr(sys, "stdout", stdout)
+    for state in ("_output", "_json_output", "_extra"):  # restored after the test
+        monkeypatch.setattr(logs, state, getattr(logs, state))
     configure_logging("info", "json")
     try:
         yield Captured(structlog.get_logger(), stdout)
@@ -112,3 +122,73 @@ def test_foreign_loggers_get_the_same_json_lines(captured: Captured) -> None:
         "aiohttp.server",
     )
     assert ISO_UTC.fullmatch(line["timestamp"])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_access_log_line_is_optional(enabled: bool, captured: Captured) -> None:
+    metrics = http_metrics(access_log=enabled)
+    with structlog.contextvars.bound_contextvars(request_id="rid-7"):
+        metrics.observe(("GET", "/v1/echo"), 200, 0.0015)
+    lines = captured.lines()
+    if not enabled:
+        assert lines == []
+        return
+    (line,) = lines
+    assert ISO_UTC.fullmatch(line.pop("timestamp"))
+    assert line == {
+        "event": "http_request",
+        "method": "GET",
+        "route": "/v1/echo",
+        "status": 200,
+        "duration_ms": 1.5,
+        "request_id": "rid-7",
+        "level": "info",
+        "logger": LOGGER_NAME,
+    }
+
+
+def test_the_access_log_line_is_the_line_log_info_writes(captured: Captured) -> None:
+    """The access log renders its lines itself (for speed): the same fields, values and types."""
+    fields = {"method": "POST", "route": "/v1/items/{id}"}
+    with structlog.contextvars.bound_contextvars(request_id="rid-8", tenant="t1"):
+        AccessLog("http_request").write(fields, 201, 0.25)
+        captured.log.info("http_request", **fields, status=201, duration_ms=0.25)
+    fast, reference = captured.lines()
+    assert ISO_UTC.fullmatch(fast.pop("timestamp"))
+    reference.pop("timestamp")
+    assert fast == reference
+
+
+async def test_lines_wait_for_the_timer_and_flush_logs_writes_them_at_once() -> None:
+    """Inside the event loop lines are written together, FLUSH_INTERVAL later; `flush_logs` (on
+    every exit path) does not wait. None is lost, and the order is kept."""
+    stream = io.StringIO()
+    output = LogOutput(stream)
+    output.write("one\n")
+    output.write("two\n")
+    assert stream.getvalue() == ""
+    await asyncio.sleep(FLUSH_INTERVAL * 3)
+    assert stream.getvalue() == "one\ntwo\n"
+    output.write("three\n")
+    output.drain()
+    assert stream.getvalue() == "one\ntwo\nthree\n"
+
+
+async def test_a_line_from_another_thread_is_written_after_those_waiting() -> None:
+    stream = io.StringIO()
+    output = LogOutput(stream)
+    output.write("loop\n")
+    thread = threading.Thread(target=output.write, args=("thread\n",))
+    thread.start()
+    thread.join(timeout=5)
+    assert stream.getvalue() == "loop\nthread\n"
+
+
+def test_flush_logs_drains_the_configured_output(captured: Captured) -> None:
+    async def log_inside_the_loop() -> None:
+        captured.log.info("inside")
+        assert captured.stdout.getvalue() == ""  # waiting for the timer
+        flush_logs()
+        assert [line["event"] for line in captured.lines()] == ["inside"]
+
+    asyncio.run(log_inside_the_loop())

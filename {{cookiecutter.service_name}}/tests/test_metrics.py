@@ -17,7 +17,6 @@ from structlog.testing import capture_logs
 
 from {{ cookiecutter.package_name }}.inflight import InFlight
 from {{ cookiecutter.package_name }}.lifecycle import Component, ExitCode, Lifecycle
-from {{ cookiecutter.package_name }}.metrics import http_metrics
 from {{ cookiecutter.package_name }}.readiness import Readiness
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -165,15 +164,6 @@ async def test_deadline_exceeded_report_names_the_unfinished_work_with_its_stack
     assert any("in Stuck._serve" in frame for frame in unfinished["stack"]), unfinished
     logged = [entry["task"] for entry in logs if entry["event"] == "task_unfinished"]
     assert logged == [u["task"] for u in report["unfinished"]]
-
-
-@pytest.mark.parametrize("enabled", [True, False])
-def test_access_log_line_is_optional(enabled: bool) -> None:
-    metrics = http_metrics(access_log=enabled)
-    with capture_logs() as logs:
-        metrics.observe(("GET", "/v1/echo"), 200, 0.0015)
-    line = {"method": "GET", "route": "/v1/echo", "status": 200, "duration_ms": 1.5}
-    assert logs == ([{"event": "http_request", "log_level": "info", **line}] if enabled else [])
 
 
 def test_access_log_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .logs import log
+from .logs import AccessLog, log
 
 # No `*_created` series: one timestamp per label set doubles what Prometheus stores, for nothing
 # a dashboard here uses.
@@ -231,7 +231,7 @@ class RequestMetrics:
         self._latencies = families.latencies
         self._latencies_of = families.latencies_of
         self._bounds = families.bounds
-        self._access_event = access_event
+        self._access_log_line = AccessLog(access_event)
         self._target_fields = target_fields
         self._access_log = access_log
         self._access_fields: dict[tuple[str, ...], dict[str, str]] = {}
@@ -249,12 +249,8 @@ class RequestMetrics:
             if fields is None:
                 fields = dict(zip(self._target_fields, target, strict=True))
                 self._access_fields[target] = fields
-            log.info(
-                self._access_event,
-                **fields,
-                status=status,
-                duration_ms=int(seconds * 1_000_000) / 1000,  # to the microsecond
-            )
+            # to the microsecond
+            self._access_log_line.write(fields, status, int(seconds * 1_000_000) / 1000)
 
 
 def http_metrics(access_log: bool) -> RequestMetrics:
