@@ -28,7 +28,7 @@ import redis.asyncio as redis
 
 from {{ cookiecutter.package_name }}.consumer import StreamConsumer
 from {{ cookiecutter.package_name }}.db import Connection, PostgresPool
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED, on_item_created
+from {{ cookiecutter.package_name }}.items import ITEM_CREATED, on_item_created, on_items_created
 from {{ cookiecutter.package_name }}.logs import configure_logging
 from {{ cookiecutter.package_name }}.readiness import Readiness
 from {{ cookiecutter.package_name }}.redis_client import RedisClient
@@ -89,8 +89,16 @@ async def run_service(settings: Settings, effect: str, count: int) -> float:
     await readiness.mark_started()
     while not readiness.ready:  # noqa: ASYNC110 (the dependencies connect in the background)
         await asyncio.sleep(0.01)
-    handler = noop if effect == "noop" else on_item_created
-    consumer = StreamConsumer(db, cache, settings, {ITEM_CREATED: handler})
+    if effect == "noop":
+        consumer = StreamConsumer(db, cache, settings, {ITEM_CREATED: noop})
+    else:  # as the service runs it: the group effect of the items example
+        consumer = StreamConsumer(
+            db,
+            cache,
+            settings,
+            {ITEM_CREATED: on_item_created},
+            group_handlers={ITEM_CREATED: on_items_created},
+        )
     started = time.perf_counter()
     await consumer.start()
     deadline = started + TIME_LIMIT

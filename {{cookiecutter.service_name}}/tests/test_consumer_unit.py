@@ -19,13 +19,14 @@ import pytest
 
 from {{ cookiecutter.package_name }}.consumer import (
     EffectHandler,
+    GroupEffectHandler,
     StreamConsumer,
     _group_size,
     _messages,
     _synthetic_event_id,
 )
 from {{ cookiecutter.package_name }}.db import Connection, PostgresPool
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED, on_item_created
+from {{ cookiecutter.package_name }}.items import ITEM_CREATED, on_item_created, on_items_created
 from {{ cookiecutter.package_name }}.migrations import migrate
 from {{ cookiecutter.package_name }}.readiness import Readiness
 from {{ cookiecutter.package_name }}.redis_client import RedisClient
@@ -47,10 +48,17 @@ class Harness:
         return settings_of({**self.env, **overrides})
 
     def consumer(
-        self, handler: EffectHandler = on_item_created, **overrides: str
+        self,
+        handler: EffectHandler = on_item_created,
+        group_handler: GroupEffectHandler | None = None,
+        **overrides: str,
     ) -> StreamConsumer:
         consumer = StreamConsumer(
-            self.db, self.redis, self.settings(**overrides), {ITEM_CREATED: handler}
+            self.db,
+            self.redis,
+            self.settings(**overrides),
+            {ITEM_CREATED: handler},
+            group_handlers={ITEM_CREATED: group_handler} if group_handler else None,
         )
         self.consumers.append(consumer)
         return consumer
@@ -466,3 +474,87 @@ async def test_group_failing_at_commit_retries_one_message_per_transaction(
     assert entry["original_id"] == message_ids[1]
     assert "UniqueViolation" in entry["error"]
     assert (consumer.processed, consumer.dead_lettered) == (3, 1)
+
+
+# -- group effects -------------------------------------------------------------------------------
+
+
+async def test_a_group_effect_applies_a_group_in_one_call(harness: Harness) -> None:
+    item_ids = await harness.b.insert_items(40)
+    sizes: list[int] = []
+    one_by_one: list[int] = []
+
+    async def grouped(connection: Connection, payloads: list[dict[str, Any]]) -> None:
+        sizes.append(len(payloads))
+        await on_items_created(connection, payloads)
+
+    async def single(connection: Connection, payload: dict[str, Any]) -> None:
+        one_by_one.append(payload["item_id"])
+        await on_item_created(connection, payload)
+
+    await harness.publish(item_ids)
+    consumer = harness.consumer(single, grouped, CONSUMER_CONCURRENCY="2")
+    await consumer.start()
+    await eventually(lambda: harness.b.done(40), "processed", 15)
+    assert sum(sizes) == 40
+    assert max(sizes) > 1  # several events per call
+    assert one_by_one == []
+    assert await harness.b.dead_letters() == []
+    assert await harness.b.acked_without_effect() == []
+
+
+async def test_a_failed_group_effect_runs_the_group_again_one_event_at_a_time(
+    harness: Harness,
+) -> None:
+    """One event names no item: the group effect fails, the group runs again through the single
+    handler, which commits the others and fails (here: dead-letters) only that one."""
+    item_ids = await harness.b.insert_items(7)
+    group_calls: list[int] = []
+    one_by_one: list[int] = []
+
+    async def grouped(connection: Connection, payloads: list[dict[str, Any]]) -> None:
+        group_calls.append(len(payloads))
+        await on_items_created(connection, payloads)
+
+    async def single(connection: Connection, payload: dict[str, Any]) -> None:
+        one_by_one.append(payload["item_id"])
+        await on_item_created(connection, payload)
+
+    missing = max(item_ids) + 1_000_000
+    await harness.publish([*item_ids[:3], missing, *item_ids[3:]])
+    consumer = harness.consumer(
+        single, grouped, CONSUMER_CONCURRENCY="1", CONSUMER_MAX_DELIVERIES="1"
+    )
+    await consumer.start()
+
+    async def settled() -> bool:
+        return await harness.b.dead_lettered_and_settled(1) and await harness.b.processed() == 7
+
+    await eventually(settled, "the others processed, the bad one dead-lettered", 15)
+    assert await harness.b.unprocessed_items() == 0
+    assert group_calls  # tried as a group first...
+    assert missing in one_by_one  # ...then one event at a time
+    [(_, dead)] = await harness.b.dead_letters()
+    assert json.loads(dead["payload"])["item_id"] == missing
+    # The only message acked without its effect is the one dead-lettered.
+    assert await harness.b.acked_without_effect() == [dead["original_id"]]
+
+
+async def test_a_transient_failure_of_a_group_effect_leaves_the_group_pending(
+    harness: Harness,
+) -> None:
+    item_ids = await harness.b.insert_items(4)
+    attempts: list[int] = []
+
+    async def flaky(connection: Connection, payloads: list[dict[str, Any]]) -> None:
+        attempts.append(len(payloads))
+        if len(attempts) <= 4:  # more failures than CONSUMER_MAX_DELIVERIES (3)
+            raise ConnectionResetError("database went away")
+        await on_items_created(connection, payloads)
+
+    await harness.publish(item_ids)
+    consumer = harness.consumer(on_item_created, flaky, CONSUMER_CONCURRENCY="1")
+    await consumer.start()
+    await eventually(lambda: harness.b.done(4), "processed after the outage", 20)
+    assert await harness.b.dead_letters() == []
+    assert consumer.dead_lettered == 0

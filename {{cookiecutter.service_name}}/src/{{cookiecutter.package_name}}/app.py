@@ -17,7 +17,7 @@ from .grpc_server import GrpcServer, GrpcService
 from .http_server import HttpRoutes, HttpServer
 {% if cookiecutter.use_postgres == "yes" -%}
 {% if cookiecutter.use_consumer == "yes" -%}
-from .items import ITEM_CREATED, ItemStore, on_item_created
+from .items import ITEM_CREATED, ItemStore, on_item_created, on_items_created
 {% else -%}
 from .items import ItemStore
 {% endif -%}
@@ -75,8 +75,18 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
 {%- endif %}
 {%- endif %}
 {%- if cookiecutter.use_consumer == "yes" %}
-    handlers = {ITEM_CREATED: on_item_created}
-    components.append(StreamConsumer(db, redis, settings, handlers{% if cookiecutter.use_tracing == "yes" %}, tracing.events{% endif %}))
+    components.append(
+        StreamConsumer(
+            db,
+            redis,
+            settings,
+            {ITEM_CREATED: on_item_created},
+{%- if cookiecutter.use_tracing == "yes" %}
+            tracing.events,
+{%- endif %}
+            group_handlers={ITEM_CREATED: on_items_created},
+        )
+    )
 {%- endif %}
 
     components.append(HttpServer(settings, readiness, http_routes))

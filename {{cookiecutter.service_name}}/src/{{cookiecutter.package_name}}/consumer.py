@@ -52,6 +52,13 @@ events of its group: raise to roll the effect back. An effect can run twice for 
 first run rolled back with the group when a neighbour failed): only the run that commits counts,
 so whatever it does outside the transaction must be idempotent, as delivery is at-least-once."""
 
+GroupEffectHandler = Callable[[Connection, list[dict[str, Any]]], Awaitable[None]]
+"""Optional, per event type: applies the effects of all the new events of that type in a group at
+once (one statement for all of them, say), in the group's transaction. If it raises, the group
+runs again one event at a time through the type's EffectHandler, which tells the failed event
+from the others: it must do exactly what the EffectHandler does for each event. Not used with
+tracing on (each event's effect gets a span of its own there)."""
+
 Message = tuple[str, dict[str, str]]
 _Failure = tuple[str, dict[str, str], Exception]
 """A message that failed: its id, its fields, its error."""
@@ -98,6 +105,11 @@ class _DuplicateOfFailedError(Exception):
     and handled again on its own (its first copy's failure is not its own)."""
 
 
+class _GroupEffectFailedError(Exception):
+    """Rolls back a group's first try when a GroupEffectHandler failed: which event failed is told
+    by the second try, one event (and savepoint) at a time."""
+
+
 class _EffectFailedError(Exception):
     """Rolls back a group's first try, which takes no savepoints, at its first failed effect."""
 
@@ -117,12 +129,15 @@ class StreamConsumer(Component):
         settings: Settings,
         handlers: Mapping[str, EffectHandler],
         events: EventContext | None = None,
+        group_handlers: Mapping[str, GroupEffectHandler] | None = None,
     ) -> None:
         self._db = db
         self._events = events or NoEventContext()
         self._redis = redis_client
         self._settings = settings
         self._handlers = dict(handlers)
+        # An event's span covers its own effect: with tracing, each effect runs on its own.
+        self._group_handlers = dict(group_handlers or {}) if events is None else {}
         self._stream = settings.events_stream
         self._group = settings.consumer_group
         self._consumer = settings.consumer_name
@@ -383,6 +398,9 @@ class StreamConsumer(Component):
             return [], failed
         try:
             committed, _ = await self._transaction(events, savepoints=False)
+        except _GroupEffectFailedError:
+            committed, failed_in_group = await self._transaction(events, savepoints=True)
+            failed += failed_in_group
         except _EffectFailedError as first:
             # Rolled back at the first failure: again without it, a savepoint per message.
             failed.append((*first.event[:2], first.error))
@@ -418,6 +436,8 @@ class StreamConsumer(Component):
                 [fields.get("type", "") for _, fields, _ in claims],
             )
             new = {row[0] for row in rows}
+            if not savepoints and self._group_handlers:
+                await self._apply_group_effects(connection, events, new, succeeded)
             unclaim: list[uuid.UUID] = []
             for index, event in enumerate(events):
                 message_id, fields, event_id = event
@@ -440,6 +460,38 @@ class StreamConsumer(Component):
             if unclaim:
                 await connection.execute(UNCLAIM_EVENTS_SQL, unclaim)
         return committed, failed
+
+    async def _apply_group_effects(
+        self,
+        connection: Connection,
+        events: list[_Event],
+        new: set[uuid.UUID],
+        succeeded: dict[uuid.UUID, bool],
+    ) -> None:
+        """The first try's new events of the types with a GroupEffectHandler: one call per type
+        (marked in `succeeded`, so the per-event loop only acks them). A bad payload fails its
+        own event (_EffectFailedError); a failed group effect the whole try."""
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            _, fields, event_id = event
+            event_type = fields.get("type", "")
+            if event_type not in self._group_handlers or event_id not in new:
+                continue
+            if event_id in succeeded:  # a second copy in this group: the first one counts
+                continue
+            try:
+                _, payload = self._effect_of(fields)
+            except ValueError as error:
+                raise _EffectFailedError(event, error) from error
+            by_type.setdefault(event_type, []).append(payload)
+            succeeded[event_id] = True
+        for event_type, payloads in by_type.items():
+            try:
+                await self._group_handlers[event_type](connection, payloads)
+            except TRANSIENT_ERRORS:
+                raise  # the whole group stays pending
+            except Exception as error:
+                raise _GroupEffectFailedError(repr(error)) from error
 
     async def _handle_message(
         self,

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     consumer_name: str = Field(default_factory=socket.gethostname, min_length=1)
     consumer_concurrency: int = Field(default=8, ge=1, le=1024)
-    consumer_batch_size: int = Field(default=64, ge=1, le=10_000)
+    consumer_batch_size: int = Field(default=256, ge=1, le=10_000)
     consumer_block_ms: int = Field(default=2000, ge=1)
     consumer_claim_idle_ms: int = Field(default=30_000, ge=1)
     consumer_max_deliveries: int = Field(default=5, ge=1)
