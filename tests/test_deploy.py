@@ -201,6 +201,14 @@ def test_files_adapt_to_the_options(baked: Path) -> None:
         assert bool(pod.get("initContainers")) == postgres
         secrets = {e["name"] for e in server.get("env", [])}
         assert secrets == {n for n, on in (("DATABASE_URL", postgres), ("REDIS_URL", redis)) if on}
+        # The admin port only from the monitoring namespace; the public ports from any.
+        admitted: dict[str, list[Any]] = {}
+        for rule in one(docs, "NetworkPolicy")["spec"]["ingress"]:
+            for port in rule["ports"]:
+                admitted.setdefault(port["port"], []).append(rule["from"])
+        monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+        assert admitted.pop("admin") == [[{"namespaceSelector": monitoring}]], kustomization
+        assert admitted == {port: [[{"namespaceSelector": {}}]] for port in public}
         egress = {
             port["port"]
             for rule in one(docs, "NetworkPolicy")["spec"]["egress"]

@@ -7,16 +7,18 @@ against the Kubernetes schemas of the oldest supported version and of the newest
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -158,14 +160,18 @@ def test_uv_lock_agrees_with_pyproject() -> None:
 def test_the_tested_virtualenv_is_the_lock() -> None:
     """What these tests run with is exactly uv.lock (runtime, dev and build groups), no more."""
     result = uv("sync", "--locked", "--check")
-    assert result.returncode == 0, f"the virtualenv differs from uv.lock:\n{result.stderr}"
+    hint = "the virtualenv differs from uv.lock (`make install` syncs it)"
+    assert result.returncode == 0, f"{hint}:\n{result.stderr}"
 
 
-def test_the_image_installs_the_locked_runtime_dependencies_only() -> None:
-    """The Dockerfile's build stage installs from uv.lock: the runtime closure, no dev, no build
-    group; the lock pins every one of them with hashes."""
+def locked_packages() -> dict[str, dict[str, Any]]:
     lock = tomllib.loads((PROJECT / "uv.lock").read_text(encoding="utf-8"))
-    packages = {package["name"]: package for package in lock["package"]}
+    return {package["name"]: package for package in lock["package"]}
+
+
+def runtime_closure() -> set[str]:
+    """The packages the image installs: the project's runtime dependencies, transitively."""
+    packages = locked_packages()
     project = packages[answers()["service_name"]]
     runtime: set[str] = set()
     pending = [dependency["name"] for dependency in project["dependencies"]]
@@ -174,6 +180,14 @@ def test_the_image_installs_the_locked_runtime_dependencies_only() -> None:
         if name not in runtime:
             runtime.add(name)
             pending += [dependency["name"] for dependency in packages[name].get("dependencies", [])]
+    return runtime
+
+
+def test_the_image_installs_the_locked_runtime_dependencies_only() -> None:
+    """The Dockerfile's build stage installs from uv.lock: the runtime closure, no dev, no build
+    group; the lock pins every one of them with hashes."""
+    packages = locked_packages()
+    runtime = runtime_closure()
     for name in runtime:
         files = [*packages[name].get("wheels", []), packages[name].get("sdist", {})]
         assert all(file.get("hash", "").startswith("sha256:") for file in files if file), name
@@ -184,6 +198,103 @@ def test_the_image_installs_the_locked_runtime_dependencies_only() -> None:
     assert re.search(r"uv sync --locked --no-default-groups\s+--no-install-project", build_stage)
     assert re.search(r"uv sync --locked --only-group build\s+--no-install-project", build_stage)
     assert "bootstrap_uv.py" in build_stage
+
+
+# -- The dependency chain: audit and bill of materials --------------------------------------------
+
+
+class FakeOsv(http.server.BaseHTTPRequestHandler):
+    """An OSV API on 127.0.0.1 (the audit's --service-url): records the packages it is asked
+    about and reports `vulnerable` (a package name) as affected; the real feed is never used."""
+
+    queried: ClassVar[list[tuple[str, str]]] = []
+    vulnerable: ClassVar[str] = ""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _answer(self, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # /v1/querybatch
+        queries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["queries"]
+        results: list[dict[str, Any]] = []
+        for query in queries:
+            name = query["package"]["name"]
+            FakeOsv.queried.append((name, query["version"]))
+            vulns = [{"id": "GHSA-test-0001", "modified": MODIFIED}]
+            results.append({"vulns": vulns} if name == FakeOsv.vulnerable else {})
+        self._answer({"results": results})
+
+    def do_GET(self) -> None:  # /v1/vulns/<id>
+        affected = {"name": FakeOsv.vulnerable, "ecosystem": "PyPI"}
+        ranges = [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "999"}]}]
+        self._answer(
+            {
+                "id": "GHSA-test-0001",
+                "modified": MODIFIED,
+                "summary": "a test advisory",
+                "affected": [{"package": affected, "ranges": ranges}],
+            }
+        )
+
+
+MODIFIED = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture
+def fake_osv() -> Iterator[str]:
+    FakeOsv.queried, FakeOsv.vulnerable = [], ""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeOsv)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_make_audit_checks_every_locked_package_and_fails_on_a_finding(fake_osv: str) -> None:
+    clean = make("audit", f"ARGS=--service-url {fake_osv}")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    locked = {
+        (name, package["version"])
+        for name, package in locked_packages().items()
+        if name != answers()["service_name"]
+    }
+    assert set(FakeOsv.queried) == locked  # every package of the lock, as locked, nothing else
+    FakeOsv.vulnerable = "aiohttp"
+    found = make("audit", f"ARGS=--service-url {fake_osv}")
+    assert found.returncode != 0, found.stdout + found.stderr
+    assert "GHSA-test-0001" in found.stdout + found.stderr
+
+
+def test_make_sbom_lists_the_image_runtime_as_locked(tmp_path: Path) -> None:
+    result = make("sbom")
+    assert result.returncode == 0, result.stdout + result.stderr
+    bom = json.loads((PROJECT / "sbom.cdx.json").read_text(encoding="utf-8"))
+    assert (bom["bomFormat"], bom["specVersion"]) == ("CycloneDX", "1.5")
+    packages = locked_packages()
+    listed = {(c["name"], c["version"]) for c in bom["components"]}
+    assert listed == {(name, packages[name]["version"]) for name in runtime_closure()}
+    assert all(c["purl"].startswith("pkg:pypi/") for c in bom["components"])
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------
@@ -290,6 +401,25 @@ def test_deployment_rolls_without_downtime_and_runs_locked_down(
         assert init == (["migrate"] if settings["use_postgres"] == "yes" else [])
 
 
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+"""Who may reach the admin port (/metrics, /debug/tasks): the monitoring namespace only."""
+
+
+def test_network_policy_admits_the_admin_port_only_from_the_monitoring_namespace(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    public = {"http", "grpc"} if answers()["use_grpc"] == "yes" else {"http"}
+    for kustomization, docs in rendered.items():
+        sources: dict[str, list[Any]] = {}
+        for rule in one(docs, "NetworkPolicy")["spec"]["ingress"]:
+            for port in rule["ports"]:
+                sources.setdefault(port["port"], []).append(rule["from"])
+        assert set(sources) == public | {"admin"}, kustomization
+        assert sources["admin"] == [[MONITORING]], kustomization
+        for name in public:
+            assert sources[name] == [[{"namespaceSelector": {}}]], kustomization
+
+
 # -- The timing invariant ------------------------------------------------------------------------
 
 
@@ -392,3 +522,9 @@ def test_ci_workflow_validates_against_the_github_schema() -> None:
     assert len(cache) == 1
     assert "hashFiles('uv.lock')" in cache[0]["with"]["key"]
     assert "docker/build-push-action" in json.dumps(workflow["jobs"]["image"])
+    chain = workflow["jobs"]["supply-chain"]["steps"]
+    runs = [str(step.get("run", "")) for step in chain]
+    assert any(run.startswith("make audit") for run in runs)
+    assert any(run.startswith("make sbom") for run in runs)
+    [upload] = [s for s in chain if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+    assert upload["with"]["path"] == "sbom.cdx.json"

@@ -45,8 +45,15 @@ async def _scrape_until(
     raise AssertionError(f"not within {seconds}s: {what}")
 
 
+async def test_debug_tasks_is_off_by_default() -> None:
+    with running_service() as service:
+        async with aiohttp.ClientSession() as session:
+            assert await _get(session, f"{service.admin_url}/debug/tasks") == 404
+            assert await _get(session, f"{service.admin_url}/metrics") == 200
+
+
 async def test_metrics_task_stacks_and_report_across_traffic_sigusr1_and_sigterm() -> None:
-    with running_service(DRAIN_DELAY="0.5", SHUTDOWN_TIMEOUT="10") as service:
+    with running_service(DRAIN_DELAY="0.5", SHUTDOWN_TIMEOUT="10", DEBUG_TASKS="true") as service:
         before = await asyncio.to_thread(scrape, service)
         assert before.get("lifecycle_phase", lifecycle_phase="serving") == 1
         [build] = [dict(key) for name, key in before.values if name == "service_build_info"]

@@ -1,7 +1,8 @@
 """The admin HTTP server: metrics and task stacks, on a port of its own (never the public one).
 
 It serves through the whole shutdown (its only phase is `close`), so a scrape or a look at
-`/debug/tasks` still answers while the service drains.
+`/debug/tasks` still answers while the service drains. `/debug/tasks` shows the code's internals
+(every task's name and stack): it is served only with DEBUG_TASKS=true; SIGUSR1 logs the same.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ async def debug_tasks(request: web.Request) -> web.Response:
     return web.json_response({"tasks": live_tasks()})
 
 
-def create_admin_app() -> web.Application:
+def create_admin_app(settings: Settings) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/debug/tasks", debug_tasks)
+    if settings.debug_tasks:
+        app.router.add_get("/debug/tasks", debug_tasks)
     return app
 
 
@@ -42,7 +44,7 @@ class AdminServer(Component):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._runner = web.AppRunner(
-            create_admin_app(), handle_signals=False, access_log=None, shutdown_timeout=0.5
+            create_admin_app(settings), handle_signals=False, access_log=None, shutdown_timeout=0.5
         )
 
     @property

@@ -5,14 +5,41 @@ from __future__ import annotations
 {% if cookiecutter.use_consumer == "yes" -%}
 import socket
 {% endif -%}
-from typing import Literal
+{%- set urls = cookiecutter.use_postgres == "yes" or cookiecutter.use_redis == "yes" -%}
+from typing import {% if urls %}Annotated, {% endif %}Literal
+{%- if urls %}
+from urllib.parse import urlsplit
+{%- endif %}
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import {% if urls %}AfterValidator, {% endif %}AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_SUFFIX = "_url"
+"""Settings whose values are never quoted back (a URL can carry a password)."""
 {%- if cookiecutter.use_tracing == "yes" %}
 
 HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 """An http(s) URL: the OpenTelemetry endpoints."""
+{%- endif %}
+
+{%- if urls %}
+
+
+def dependency_url(*schemes: str) -> AfterValidator:
+    """A dependency's URL: one of `schemes`, a numeric port. The messages never quote the URL
+    (it carries the password)."""
+
+    def check(url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in schemes:
+            raise ValueError(f"must be a URL starting with {schemes[0]}://")
+        try:
+            parts.port  # noqa: B018 (parsing the port is the check)
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        return url
+
+    return AfterValidator(check)
 {%- endif %}
 
 
@@ -30,7 +57,11 @@ class Settings(BaseSettings):
         default={{ cookiecutter.metrics_port }},
         ge=0,
         le=65535,
-        description="/metrics and /debug/tasks, never on the public port (0: any free port).",
+        description="/metrics (and /debug/tasks), never on the public port (0: any free port).",
+    )
+    debug_tasks: bool = Field(
+        default=False,
+        description="Serve every task's stack at /debug/tasks on the admin port (SIGUSR1 logs it).",
     )
 
     drain_delay: float = Field(
@@ -64,7 +95,9 @@ class Settings(BaseSettings):
     dependency_max_backoff: float = Field(default=5.0, gt=0)
 {%- if cookiecutter.use_postgres == "yes" %}
 
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/test"
+    database_url: Annotated[str, dependency_url("postgresql", "postgres")] = (
+        "postgresql://postgres@127.0.0.1:5432/test"
+    )
     database_schema: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     db_pool_min_size: int = Field(default=2, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
@@ -80,7 +113,9 @@ class Settings(BaseSettings):
 {%- endif %}
 {%- if cookiecutter.use_redis == "yes" %}
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: Annotated[str, dependency_url("redis", "rediss", "unix")] = (
+        "redis://127.0.0.1:6379/0"
+    )
     redis_socket_timeout: float = Field(default=5.0, gt=0)
     events_stream: str = Field(
         default="{{ cookiecutter.service_name }}.events",
@@ -175,8 +210,10 @@ def describe_errors(error: ValidationError) -> list[str]:
     """One line per invalid variable, named as the operator writes it (the env var)."""
     lines = []
     for item in error.errors():
-        name = "_".join(str(part) for part in item["loc"]).upper() or "configuration"
-        value = f" (got {item['input']!r})" if item["loc"] else ""
+        field = "_".join(str(part) for part in item["loc"])
+        name = field.upper() or "configuration"
+        quoted = item["loc"] and not field.endswith(SECRET_SUFFIX)
+        value = f" (got {item['input']!r})" if quoted else ""
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"{name}: {message}{value}")
     return lines
