@@ -103,7 +103,9 @@ def main() -> None:
         asyncio.run(drop_isolated(settings))
         return
     configure_logging(settings.log_level, "json")
-    web.run_app(create_app(settings), host="127.0.0.1", port=int(sys.argv[1]), print=None)
+    # No access log: the baseline is the handler with nothing around it.
+    app = create_app(settings)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,8 @@ def main() -> None:
     mode, effect, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode not in ("service", "raw") or effect not in ("noop", "real"):
         raise SystemExit("usage: python -m bench.bench_consumer {service|raw} {noop|real} COUNT")
+    # Not the service's default (info): stdout carries the result. The consumer writes no line
+    # per message at info either, so the figure is the same.
     configure_logging("warning", "json")
     print(json.dumps({"rate": asyncio.run(bench(mode, effect, count))}))
 
