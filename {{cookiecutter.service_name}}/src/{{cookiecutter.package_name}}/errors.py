@@ -37,3 +37,20 @@ class UnavailableError(ServiceError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    """A body the endpoint does not read (not `application/json` in UTF-8)."""
+
+    http_status = 415
+    grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem, "Content-Type")
+
+
+class OverloadedError(ServiceError):
+    """Too much work in flight: refused at once rather than queued; retry later or elsewhere."""
+
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"

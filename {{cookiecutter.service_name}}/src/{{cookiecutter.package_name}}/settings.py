@@ -55,6 +55,23 @@ class Settings(BaseSettings):
 
     echo_max_delay_ms: int = Field(default=60_000, ge=0)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1)
+    http_header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's head."
+    )
+    http_body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send a request's body (408)."
+    )
+    http_keepalive_timeout: float = Field(
+        default=75.0, gt=0, description="Seconds an idle keep-alive connection stays open."
+    )
+    http_drain_read_timeout: float = Field(
+        default=1.0,
+        ge=0,
+        description="Once the listeners close, seconds a client still sending its request has.",
+    )
+    http_max_in_flight: int = Field(
+        default=512, ge=1, description="HTTP requests handled at once; more get 503."
+    )
     request_timeout: float = Field(
         default=10.0, gt=0, description="Budget of an HTTP request for its database/Redis calls."
     )
@@ -62,6 +79,11 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="Give up connecting to a dependency after this long."
     )
     dependency_max_backoff: float = Field(default=5.0, gt=0)
+{%- if cookiecutter.use_grpc == "yes" %}
+    grpc_max_in_flight: int = Field(
+        default=512, ge=1, description="Unary RPCs handled at once; more get RESOURCE_EXHAUSTED."
+    )
+{%- endif %}
 {%- if cookiecutter.use_postgres == "yes" %}
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/test"
