@@ -162,3 +162,52 @@ async def test_end_streams_ends_open_streams_with_unavailable(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await late.read()
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("method", ["Echo", "EchoStream"])
+async def test_bytes_that_are_not_a_message_are_invalid_argument(
+    channel: grpc.aio.Channel, method: str
+) -> None:
+    """No serializer on the client side: the bytes go out as they are (a truncated varint)."""
+    path = f"/{echo_pb2.DESCRIPTOR.services_by_name['EchoService'].full_name}/{method}"
+
+    def raw(data: bytes) -> bytes:
+        return data
+
+    async def call_with_garbage() -> None:
+        if method == "Echo":
+            await channel.unary_unary(path, raw, raw)(b"\x08\xff\xff")
+        else:
+            async for _ in channel.unary_stream(path, raw, raw)(b"\x08\xff\xff"):
+                pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call_with_garbage()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.value.details() or "").startswith("request: not a valid message")
+
+
+async def test_overload_is_resource_exhausted_and_health_still_answers(
+    readiness: Readiness,
+) -> None:
+    settings = Settings(
+        grpc_host="127.0.0.1", grpc_port=free_port(), echo_max_delay_ms=5000, grpc_max_in_flight=2
+    )
+    server = GrpcServer(settings, readiness)
+    await server.start()
+    await readiness.mark_started()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            busy = [stub.Echo(echo_pb2.EchoRequest(message="b", delay_ms=1000)) for _ in range(2)]
+            await asyncio.sleep(0.3)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Echo(echo_pb2.EchoRequest(message="x"))
+            health = health_pb2_grpc.HealthStub(channel)
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert [(await call).message for call in busy] == ["b", "b"]
+            assert (await stub.Echo(echo_pb2.EchoRequest(message="after"))).message == "after"
+    finally:
+        await server.close()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING

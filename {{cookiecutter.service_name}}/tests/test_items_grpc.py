@@ -107,6 +107,7 @@ async def test_idempotency_key_metadata_returns_the_original(stub: Stub, backend
         (_new(quantity=-1), {"quantity"}),
         (_new(quantity=2**40), {"quantity"}),
         (_new(name="x" * 201, quantity=-5), {"name", "quantity"}),
+        (_new(name="a\x00b"), {"name"}),
     ],
 )
 async def test_invalid_input_is_invalid_argument_naming_fields(
