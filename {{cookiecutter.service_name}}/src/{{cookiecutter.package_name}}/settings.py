@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         description="Once the listeners close, seconds a client still sending its request has.",
     )
     http_max_in_flight: int = Field(
-        default=512, ge=1, description="HTTP requests handled at once; more get 503."
+        default=256, ge=1, description="HTTP requests handled at once; more get 503."
     )
     request_timeout: float = Field(
         default=10.0, gt=0, description="Budget of an HTTP request for its database/Redis calls."
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     dependency_max_backoff: float = Field(default=5.0, gt=0)
 {%- if cookiecutter.use_grpc == "yes" %}
     grpc_max_in_flight: int = Field(
-        default=512, ge=1, description="Unary RPCs handled at once; more get RESOURCE_EXHAUSTED."
+        default=256, ge=1, description="Unary RPCs handled at once; more get RESOURCE_EXHAUSTED."
     )
 {%- endif %}
 {%- if cookiecutter.use_postgres == "yes" %}
