@@ -127,8 +127,16 @@ class Connection(web.RequestHandler):
         elif self.waits_for == BODY:
             if self._body is None or self._body.is_eof():
                 self._expect(NOTHING, 0.0)
-        elif self.waits_for == NOTHING and not self._upgraded and self._payload_parser is None:
+        elif self.waits_for == NOTHING and self._between_requests():
             self._expect(HEAD, self._limits.head_timeout)  # the first bytes of the next request
+
+    def _between_requests(self) -> bool:
+        """Whether the next bytes start a new request: the last body is complete (bytes after a
+        body cut short are still that body's) and the connection is still HTTP."""
+        body = self._body
+        return (
+            (body is None or body.is_eof()) and not self._upgraded and self._payload_parser is None
+        )
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's signature
         """The client closed its sending side. A request it sent in full is still answered (then
