@@ -24,7 +24,7 @@ LOCK = Path("uv.lock")  # the project's, in the working directory
 def locked_uv(lock_text: str) -> tuple[str, list[str]]:
     """The version and the sha256 hashes of the lock's `uv` package."""
     for block in lock_text.split("\n\n"):
-        if block.startswith("[[package]]\nname = \"uv\"\n"):
+        if block.startswith('[[package]]\nname = "uv"\n'):
             version = re.search(r'^version = "([^"]+)"$', block, flags=re.MULTILINE)
             hashes = re.findall(r'hash = "sha256:([0-9a-f]{64})"', block)
             if version and hashes:

@@ -211,3 +211,30 @@ async def test_overload_is_resource_exhausted_and_health_still_answers(
         await server.close()
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert checked.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_streams_beyond_the_ceiling_are_resource_exhausted(readiness: Readiness) -> None:
+    settings = Settings(
+        grpc_host="127.0.0.1",
+        grpc_port=free_port(),
+        grpc_max_in_flight=1,
+        grpc_max_concurrent_rpcs=3,
+    )
+    server = GrpcServer(settings, readiness)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            request = echo_pb2.EchoStreamRequest(message="s", delay_ms=50)
+            streams = [stub.EchoStream(request) for _ in range(3)]  # the ceiling: 3 RPCs
+            for stream in streams:
+                reply = await stream.read()
+                assert isinstance(reply, echo_pb2.EchoResponse)
+            extra = stub.EchoStream(echo_pb2.EchoStreamRequest(message="s", delay_ms=50))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await extra.read()
+            for stream in streams:
+                stream.cancel()
+    finally:
+        await server.close()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -136,6 +136,7 @@ def test_idle_service_with_no_drain_delay_exits_promptly() -> None:
         ({"HTTP_MAX_IN_FLIGHT": "0"}, "HTTP_MAX_IN_FLIGHT"),
 {%- if cookiecutter.use_grpc == "yes" %}
         ({"GRPC_MAX_IN_FLIGHT": "0"}, "GRPC_MAX_IN_FLIGHT"),
+        ({"GRPC_MAX_CONCURRENT_RPCS": "256"}, "GRPC_MAX_CONCURRENT_RPCS"),
 {%- endif %}
     ],
 )

@@ -399,6 +399,10 @@ class GrpcServer(Component):
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=[self._tracker],
+            # The ceiling on everything, streams included, refused by grpc before any Python runs.
+            # Unary work has its own, lower limit in the tracker, which health checks are exempt
+            # from: this one counts them, so it sits well above.
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             # Without this, a second process could bind the same port and split the traffic.
             # A message is held whole in memory: no larger than an HTTP body may be.
             options=[

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     grpc_max_in_flight: int = Field(
         default=256, ge=1, description="Unary RPCs handled at once; more get RESOURCE_EXHAUSTED."
     )
+    grpc_max_concurrent_rpcs: int = Field(
+        default=1024,
+        ge=2,
+        description="Every RPC at once (streams and health checks too): grpc's own ceiling.",
+    )
 {%- endif %}
 {%- if cookiecutter.use_postgres == "yes" %}
 
@@ -180,6 +185,18 @@ class Settings(BaseSettings):
                 f"SHUTDOWN_TIMEOUT ({self.shutdown_timeout})"
             )
         return self
+{%- if cookiecutter.use_grpc == "yes" %}
+
+    @model_validator(mode="after")
+    def _probes_fit_under_the_ceiling(self) -> Settings:
+        if self.grpc_max_concurrent_rpcs <= self.grpc_max_in_flight:
+            raise ValueError(
+                f"GRPC_MAX_CONCURRENT_RPCS ({self.grpc_max_concurrent_rpcs}) must exceed "
+                f"GRPC_MAX_IN_FLIGHT ({self.grpc_max_in_flight}): health checks need room when "
+                "unary work is at its limit"
+            )
+        return self
+{%- endif %}
 {%- if cookiecutter.use_consumer == "yes" %}
 
     @model_validator(mode="after")
