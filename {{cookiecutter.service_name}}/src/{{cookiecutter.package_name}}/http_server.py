@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from time import perf_counter
 from typing import Any
 
@@ -12,15 +14,17 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from pydantic import BaseModel, Field
 
 from .connection import ClientBodyError, ClientLimits, connection_factory, error_response
-from .echo import check_delay_ms, check_message, echo
+from .echo import MAX_MESSAGE_CHARS, check_delay_ms, check_message, echo
 from .errors import InvalidArgumentError, ServiceError, UnsupportedMediaTypeError
 from .inflight import InFlight
 from .lifecycle import Component
 from .listener import Listener
 from .logs import log
 from .metrics import HTTP_IN_FLIGHT, HTTP_METHODS, REQUESTS_SHED, RequestMetrics, http_metrics
+from .openapi import Doc, openapi_document, parameter
 from .readiness import Readiness
 from .request_id import HTTP_HEADER, REQUEST_ID, request_id_from
 from .settings import Settings
@@ -57,30 +61,39 @@ class Routes:
         self._in_flight = in_flight
         self._metrics = metrics
         self._max_in_flight = max_in_flight
+        self.docs: dict[str, dict[str, tuple[Doc, bool]]] = {}
+        """What each route says about itself, for `GET /openapi.json`: path -> method -> (its
+        Doc, whether it can be shed)."""
 
-    def get(self, path: str, handler: Handler, *, shed: bool = True) -> None:
+    def get(
+        self, path: str, handler: Handler, *, doc: Doc | None = None, shed: bool = True
+    ) -> None:
         """GET (and HEAD) `path`. `shed=False`: never refused for overload (probes)."""
-        self.add("GET", path, handler, shed=shed)
+        self.add("GET", path, handler, doc=doc, shed=shed)
 
-    def post(self, path: str, handler: Handler) -> None:
-        self.add("POST", path, handler)
+    def post(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("POST", path, handler, doc=doc)
 
-    def put(self, path: str, handler: Handler) -> None:
-        self.add("PUT", path, handler)
+    def put(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("PUT", path, handler, doc=doc)
 
-    def patch(self, path: str, handler: Handler) -> None:
-        self.add("PATCH", path, handler)
+    def patch(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("PATCH", path, handler, doc=doc)
 
-    def delete(self, path: str, handler: Handler) -> None:
-        self.add("DELETE", path, handler)
+    def delete(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("DELETE", path, handler, doc=doc)
 
-    def add(self, method: str, path: str, handler: Handler, *, shed: bool = True) -> None:
+    def add(
+        self, method: str, path: str, handler: Handler, *, doc: Doc | None = None, shed: bool = True
+    ) -> None:
         resource = self.app.router.add_resource(path)
         # The route template (bounded), not the raw path, names metrics and tasks.
         served = self._served(handler, resource.canonical, shed)
         if method == "GET":
             resource.add_route("HEAD", served)
         resource.add_route(method, served)
+        if doc is not None:
+            self.docs.setdefault(resource.canonical, {})[method] = (doc, shed)
 
     def add_fallback(self) -> None:
         """Last: every other path and method gets a JSON 404 or 405 (aiohttp's own are text)."""
@@ -185,6 +198,42 @@ def _error_response(error: Exception, route: str, request: web.Request) -> web.S
     return error_response(500, "internal server error")
 
 
+class Health(BaseModel):
+    status: str = Field(description="`ok`, `ready` or `not ready`.")
+    reason: str | None = Field(default=None, description="Why not ready.")
+
+
+class EchoBody(BaseModel):
+    """`POST /v1/echo`'s body, as documented (checked by `echo.py`, shared with gRPC)."""
+
+    msg: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    delay_ms: int = Field(default=0, ge=0, description="At most ECHO_MAX_DELAY_MS.")
+
+
+class EchoReply(BaseModel):
+    msg: str
+
+
+LIVEZ = Doc("The event loop answers (liveness).", {200: ("Alive.", Health)})
+READYZ = Doc(
+    "Started, dependencies connected, not shutting down (readiness).",
+    {200: ("Ready.", Health), 503: ("Not ready: `reason` says why.", Health)},
+)
+ECHO_GET = Doc(
+    "The message back, after `delay_ms`.",
+    {200: ("The message.", EchoReply), 400: ("A bad parameter, named.", None)},
+    parameters=(
+        parameter("msg", "query", {"type": "string", "maxLength": MAX_MESSAGE_CHARS}, "Echoed."),
+        parameter("delay_ms", "query", {"type": "integer", "minimum": 0}, "Wait this long."),
+    ),
+)
+ECHO_POST = Doc(
+    "The message back, after `delay_ms`.",
+    {200: ("The message.", EchoReply), 400: ("A bad field, named.", None)},
+    body=EchoBody,
+)
+
+
 async def livez(request: web.Request) -> web.Response:
     """The event loop answers: nothing else (a dependency outage must not restart every pod)."""
     return web.json_response({"status": "ok"})
@@ -251,14 +300,31 @@ def create_app(
     app[READINESS] = readiness
     metrics = http_metrics(settings.writes_access_log)
     routes = Routes(app, readiness, in_flight, metrics, settings.http_max_in_flight)
-    routes.get("/livez", livez, shed=False)
-    routes.get("/readyz", readyz, shed=False)
-    routes.get("/v1/echo", echo_get)
-    routes.post("/v1/echo", echo_post)
+    routes.get("/livez", livez, doc=LIVEZ, shed=False)
+    routes.get("/readyz", readyz, doc=READYZ, shed=False)
+    routes.get("/v1/echo", echo_get, doc=ECHO_GET)
+    routes.post("/v1/echo", echo_post, doc=ECHO_POST)
     for add_routes in features:
         add_routes(routes)
+    document = json.dumps(openapi_document(SERVICE, _version(), routes.docs)).encode()
+
+    async def openapi(request: web.Request) -> web.Response:
+        """The OpenAPI 3.1 document of every route above (made once)."""
+        return web.Response(body=document, content_type="application/json")
+
+    routes.get("/openapi.json", openapi, shed=False)
     routes.add_fallback()
     return app
+
+
+SERVICE = "{{ cookiecutter.service_name }}"
+
+
+def _version() -> str:
+    try:
+        return version(SERVICE)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class HttpServer(Component):
