@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
 from {{ cookiecutter.package_name }}.readiness import Readiness
@@ -238,3 +240,22 @@ async def test_streams_beyond_the_ceiling_are_resource_exhausted(readiness: Read
     finally:
         await server.close()
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_bad_input_carries_the_rich_status_and_the_request_id(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub,
+) -> None:
+    call = stub.Echo(
+        echo_pb2.EchoRequest(message="x", delay_ms=-1), metadata=(("x-request-id", "r-rich"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    status = rpc_status.from_call(error.value)  # also checks code and message agree
+    assert status is not None
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    [detail] = status.details
+    bad_request = error_details_pb2.BadRequest()
+    assert detail.Unpack(bad_request)
+    violations = [(v.field, v.description) for v in bad_request.field_violations]
+    assert violations == [("delay_ms", "must be between 0 and 5000")]
+    assert ("x-request-id", "r-rich") in list(error.value.trailing_metadata() or ())

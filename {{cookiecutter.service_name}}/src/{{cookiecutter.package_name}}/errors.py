@@ -6,6 +6,8 @@ build error responses themselves and bad input never becomes a 500.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ServiceError(Exception):
     http_status = 500
@@ -18,13 +20,17 @@ class ServiceError(Exception):
 
 
 class InvalidArgumentError(ServiceError):
-    """Bad input from the caller; `field` names what to fix."""
+    """Bad input from the caller; `field` names what to fix (`violations`: each field's problem,
+    when there are several)."""
 
     http_status = 400
     grpc_code = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(
+        self, field: str, problem: str, violations: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(problem, field)
+        self.violations = dict(violations) if violations else {field: problem}
 
 
 class NotFoundError(ServiceError):

@@ -15,8 +15,10 @@ from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from .echo import check_delay_ms, check_message, echo
 from .errors import InvalidArgumentError, OverloadedError, ServiceError
@@ -327,10 +329,25 @@ def _status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | 
 async def _abort_for(
     context: grpc.aio.ServicerContext[Any, Any], error: ServiceError | TimeoutError
 ) -> NoReturn:
-    """Handlers raise ServiceError (or time out); the client gets the matching status."""
+    """Handlers raise ServiceError (or time out); the client gets the matching status. Bad input
+    also carries the standard rich status (`google.rpc.Status` with a `BadRequest` naming each
+    field, in `grpc-status-details-bin`), for clients that read it (`rpc_status.from_call`)."""
+    if isinstance(error, InvalidArgumentError):
+        rich = rpc_status.to_status(_bad_request(error))
+        trailers = (*(context.trailing_metadata() or ()), *rich.trailing_metadata)
+        await context.abort(rich.code, rich.details, trailing_metadata=trailers)
     if isinstance(error, ServiceError):
         await context.abort(grpc.StatusCode[error.grpc_code], str(error))
     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+
+def _bad_request(error: InvalidArgumentError) -> status_pb2.Status:
+    request = error_details_pb2.BadRequest()
+    for field, problem in error.violations.items():
+        request.field_violations.add(field=field, description=problem)
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error))
+    status.details.add().Pack(request)
+    return status
 
 
 def _end_unavailable(context: grpc.aio.ServicerContext[Any, Any]) -> None:

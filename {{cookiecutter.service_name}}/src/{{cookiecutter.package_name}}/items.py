@@ -76,7 +76,7 @@ def parse_new_item(data: object) -> NewItem:
             for item in error.errors()
         }
         detail = "; ".join(f"{field}: {problem}" for field, problem in problems.items())
-        raise InvalidArgumentError(", ".join(problems), detail) from None
+        raise InvalidArgumentError(", ".join(problems), detail, problems) from None
 
 
 def parse_idempotency_key(key: str | None) -> str | None:
