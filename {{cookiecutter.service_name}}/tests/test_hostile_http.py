@@ -34,7 +34,9 @@ class Response:
         self.body = body
 
     def json(self) -> Any:
-        assert self.headers.get("content-type", "").startswith("application/json"), self.headers
+        media = self.headers.get("content-type", "")
+        error = self.status >= 400
+        assert media.startswith("application/problem+json" if error else "application/json")
         return json.loads(self.body)
 
 
@@ -153,8 +155,9 @@ async def test_malformed_requests_get_a_json_4xx_and_close(service: Service, raw
     response = await exchange(service.http_port, raw)
     assert 400 <= response.status < 500, response.body
     body = response.json()
+    assert (body["type"], body["title"]) == ("about:blank", "Bad Request")
     assert body["status"] == response.status
-    assert body["error"]
+    assert body["detail"] == body["error"]
 
 
 async def test_body_cut_short_by_a_half_close_is_answered(service: Service) -> None:

@@ -77,13 +77,21 @@ async def test_every_route_is_documented(client: Client) -> None:
 async def test_the_error_schema_is_what_errors_look_like(client: Client) -> None:
     document = await _document(client)
     schema = document["components"]["schemas"]["ErrorBody"]
-    assert set(schema["properties"]) == {"error", "status", "field"}
+    rfc_9457 = {"type", "title", "status", "detail", "instance"}
+    assert set(schema["properties"]) == {*rfc_9457, "errors", "error", "field"}
     for response in [
         await client.get("/v1/echo", params={"delay_ms": "-1"}),
         await client.post("/v1/echo", data=b"{}", headers={"Content-Type": "text/plain"}),
-        await client.get("/nope"),
+        await client.get("/nope", headers={"X-Request-ID": "r-problem"}),
     ]:
-        ErrorBody.model_validate(await response.json())  # extra fields are refused
+        assert response.content_type == "application/problem+json"
+        body = ErrorBody.model_validate(await response.json())  # extra fields are refused
+        assert body.instance == response.headers["X-Request-ID"]
+    assert body.instance == "r-problem"
+    bad = await client.get("/v1/echo", params={"delay_ms": "x"})
+    assert (await bad.json())["errors"] == [
+        {"field": "delay_ms", "detail": "must be an integer number of milliseconds"}
+    ]
     echo = document["paths"]["/v1/echo"]["post"]
     assert {"400", "408", "413", "415", "503", "4XX", "5XX"} <= set(echo["responses"])
     # Probes and the document itself are never shed: no 503 for overload there.

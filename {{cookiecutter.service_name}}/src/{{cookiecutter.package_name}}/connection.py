@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -28,17 +30,52 @@ from aiohttp.streams import StreamReader
 
 from .logs import log
 from .metrics import HTTP_CLIENT_ERRORS
+from .request_id import current_request_id
 
 NOTHING, HEAD, BODY = 0, 1, 2
 """What a connection waits for from its client, under a deadline (NOTHING: no deadline)."""
 
 
-def error_response(status: int, message: str, field: str | None = None) -> web.Response:
-    """The service's JSON error body, for every 4xx and 5xx."""
-    body: dict[str, Any] = {"error": message, "status": status}
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int,
+    message: str,
+    field: str | None = None,
+    violations: Mapping[str, str] | None = None,
+    instance: str = "",
+) -> dict[str, Any]:
+    """The body of every 4xx and 5xx: RFC 9457 problem details. `instance` is the request id
+    (the one being served, by default), `errors` names each bad field and its problem; `error`
+    (the detail again) and `field` are the members of the service's first error format, kept for
+    the clients that read them."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body["detail"] = message
+    if instance := instance or current_request_id():
+        body["instance"] = instance
+    if violations:
+        body["errors"] = [{"field": name, "detail": text} for name, text in violations.items()]
+    body["error"] = message
     if field is not None:
         body["field"] = field
-    return web.json_response(body, status=status)
+    return body
+
+
+def error_response(
+    status: int,
+    message: str,
+    field: str | None = None,
+    violations: Mapping[str, str] | None = None,
+    instance: str = "",
+) -> web.Response:
+    """The service's error response (`problem`), for every 4xx and 5xx."""
+    body = problem(status, message, field, violations, instance)
+    return web.json_response(body, status=status, content_type=PROBLEM_JSON)
 
 
 class ClientBodyError(TimeoutError):
@@ -228,9 +265,9 @@ def _request_timeout(connection: Connection, message: str) -> None:
     aiohttp), then close."""
     transport = connection.transport
     if transport is not None and not transport.is_closing():
-        body = json.dumps({"error": message, "status": 408}).encode()
+        body = json.dumps(problem(408, message)).encode()
         transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
         )
     connection.force_close()

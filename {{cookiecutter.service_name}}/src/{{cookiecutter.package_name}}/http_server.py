@@ -131,7 +131,7 @@ class Routes:
             target, task_name = by_method.get(request.method, other)
             if len(in_flight) >= limit:
                 shed_count.inc()
-                refused = _overloaded(limit)
+                refused = _overloaded(limit, request_id)
                 refused.headers[HTTP_HEADER] = request_id
                 observe(target, 503, perf_counter() - started)
                 return refused
@@ -157,14 +157,17 @@ class Routes:
         return served
 
 
-def _overloaded(limit: int) -> web.Response:
-    response = error_response(503, f"overloaded: {limit} requests in flight, retry later")
+def _overloaded(limit: int, request_id: str) -> web.Response:
+    message = f"overloaded: {limit} requests in flight, retry later"
+    response = error_response(503, message, instance=request_id)
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
 
 def _error_response(error: Exception, route: str, request: web.Request) -> web.StreamResponse:
     """The JSON error response for what a handler raised (called from its `except` block)."""
+    if isinstance(error, InvalidArgumentError):
+        return error_response(400, error.message, error.field, error.violations)
     if isinstance(error, ServiceError):
         return error_response(error.http_status, error.message, error.field)
     if isinstance(error, HttpProcessingError | web.RequestPayloadError):

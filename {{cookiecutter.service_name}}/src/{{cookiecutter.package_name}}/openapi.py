@@ -13,20 +13,37 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMAS = "#/components/schemas/{model}"
 
 
+class FieldError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    detail: str
+
+
 class ErrorBody(BaseModel):
-    """Every 4xx and 5xx answer (`connection.error_response`)."""
+    """Every 4xx and 5xx answer: RFC 9457 problem details (`connection.problem`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    error: str = Field(description="What is wrong, for a person to read.")
+    type: Literal["about:blank"] = Field(description="No problem types of our own.")
+    title: str = Field(description="The status's phrase.")
     status: int = Field(ge=400, le=599, description="The HTTP status, repeated.")
+    detail: str = Field(description="What is wrong, for a person to read.")
+    instance: str | None = Field(
+        default=None, description="The request id (`X-Request-ID`), when a request was read."
+    )
+    errors: list[FieldError] | None = Field(
+        default=None, description="Each bad field and its problem (400 for bad values)."
+    )
+    error: str = Field(description="`detail` again: the first error format's member.")
     field: str | None = Field(
         default=None, description="What to fix: a field of the body, `body`, `Content-Type`..."
     )
 
 
 Reply = tuple[str, type[BaseModel] | None]
-"""A documented answer: its description and the model of its JSON body (None: no body)."""
+"""A documented answer: its description and the model of its JSON body (None: an error, whose
+body is the problem details every error has)."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,9 @@ def openapi_document(
 
     def json_reply(description: str, model: type[BaseModel] | None) -> dict[str, Any]:
         if model is None:
-            return {"description": description}
-        return {"description": description, "content": {"application/json": {"schema": ref(model)}}}
+            model = ErrorBody  # answers without a model of their own are errors
+        media = "application/problem+json" if model is ErrorBody else "application/json"
+        return {"description": description, "content": {media: {"schema": ref(model)}}}
 
     paths: dict[str, Any] = {}
     for path, methods in operations.items():
