@@ -11,6 +11,7 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
 from {{ cookiecutter.package_name }}.readiness import Readiness
@@ -198,6 +199,7 @@ async def test_overload_is_resource_exhausted_and_health_still_answers(
     server = GrpcServer(settings, readiness)
     await server.start()
     await readiness.mark_started()
+    shed_before = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"}) or 0
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = echo_pb2_grpc.EchoServiceStub(channel)
@@ -213,6 +215,8 @@ async def test_overload_is_resource_exhausted_and_health_still_answers(
         await server.close()
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    shed = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"})
+    assert shed == shed_before + 1
 
 
 async def test_streams_beyond_the_ceiling_are_resource_exhausted(readiness: Readiness) -> None:
