@@ -31,6 +31,7 @@ from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 READINESS = web.AppKey("readiness", Readiness)
+SERVICE = "{{ cookiecutter.service_name }}"
 
 RETRY_AFTER_S = 1
 """What a shed request's `Retry-After` says: by then the burst has usually passed, or the load
@@ -320,10 +321,8 @@ def create_app(
     return app
 
 
-SERVICE = "{{ cookiecutter.service_name }}"
-
-
 def _version() -> str:
+    """The installed distribution's version, for the OpenAPI document."""
     try:
         return version(SERVICE)
     except PackageNotFoundError:
