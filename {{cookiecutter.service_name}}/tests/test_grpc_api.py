@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
 from {{ cookiecutter.package_name }}.readiness import Readiness
@@ -162,3 +165,101 @@ async def test_end_streams_ends_open_streams_with_unavailable(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await late.read()
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("method", ["Echo", "EchoStream"])
+async def test_bytes_that_are_not_a_message_are_invalid_argument(
+    channel: grpc.aio.Channel, method: str
+) -> None:
+    """No serializer on the client side: the bytes go out as they are (a truncated varint)."""
+    path = f"/{echo_pb2.DESCRIPTOR.services_by_name['EchoService'].full_name}/{method}"
+
+    def raw(data: bytes) -> bytes:
+        return data
+
+    async def call_with_garbage() -> None:
+        if method == "Echo":
+            await channel.unary_unary(path, raw, raw)(b"\x08\xff\xff")
+        else:
+            async for _ in channel.unary_stream(path, raw, raw)(b"\x08\xff\xff"):
+                pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call_with_garbage()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.value.details() or "").startswith("request: not a valid message")
+
+
+async def test_overload_is_resource_exhausted_and_health_still_answers(
+    readiness: Readiness,
+) -> None:
+    settings = Settings(
+        grpc_host="127.0.0.1", grpc_port=free_port(), echo_max_delay_ms=5000, grpc_max_in_flight=2
+    )
+    server = GrpcServer(settings, readiness)
+    await server.start()
+    await readiness.mark_started()
+    shed_before = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"}) or 0
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            busy = [stub.Echo(echo_pb2.EchoRequest(message="b", delay_ms=1000)) for _ in range(2)]
+            await asyncio.sleep(0.3)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Echo(echo_pb2.EchoRequest(message="x"))
+            health = health_pb2_grpc.HealthStub(channel)
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert [(await call).message for call in busy] == ["b", "b"]
+            assert (await stub.Echo(echo_pb2.EchoRequest(message="after"))).message == "after"
+    finally:
+        await server.close()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    shed = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"})
+    assert shed == shed_before + 1
+
+
+async def test_streams_beyond_the_ceiling_are_resource_exhausted(readiness: Readiness) -> None:
+    settings = Settings(
+        grpc_host="127.0.0.1",
+        grpc_port=free_port(),
+        grpc_max_in_flight=1,
+        grpc_max_concurrent_rpcs=3,
+    )
+    server = GrpcServer(settings, readiness)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            request = echo_pb2.EchoStreamRequest(message="s", delay_ms=50)
+            streams = [stub.EchoStream(request) for _ in range(3)]  # the ceiling: 3 RPCs
+            for stream in streams:
+                reply = await stream.read()
+                assert isinstance(reply, echo_pb2.EchoResponse)
+            extra = stub.EchoStream(echo_pb2.EchoStreamRequest(message="s", delay_ms=50))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await extra.read()
+            for stream in streams:
+                stream.cancel()
+    finally:
+        await server.close()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_bad_input_carries_the_rich_status_and_the_request_id(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub,
+) -> None:
+    call = stub.Echo(
+        echo_pb2.EchoRequest(message="x", delay_ms=-1), metadata=(("x-request-id", "r-rich"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    status = rpc_status.from_call(error.value)  # also checks code and message agree
+    assert status is not None
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    [detail] = status.details
+    bad_request = error_details_pb2.BadRequest()
+    assert detail.Unpack(bad_request)
+    violations = [(v.field, v.description) for v in bad_request.field_violations]
+    assert violations == [("delay_ms", "must be between 0 and 5000")]
+    assert ("x-request-id", "r-rich") in list(error.value.trailing_metadata() or ())

@@ -103,7 +103,9 @@ async def test_errors_are_json(client: Client) -> None:
     assert wrong.status == 405
     assert (await wrong.json())["status"] == 405
     assert "GET" in wrong.headers["Allow"]
-    too_big = await client.post("/v1/echo", data=b"x" * 4096)
+    too_big = await client.post(
+        "/v1/echo", data=b"x" * 4096, headers={"Content-Type": "application/json"}
+    )
     assert too_big.status == 413
     assert "1024" in (await too_big.json())["error"]
 

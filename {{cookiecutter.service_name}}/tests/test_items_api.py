@@ -128,6 +128,8 @@ async def test_concurrent_creates_with_one_key_make_one_row(
         ({"name": "x", "quantity": 1.5}, {"quantity"}),
         ({"name": 5, "quantity": 10**10}, {"name", "quantity"}),
         ({"name": "x", "quantity": 1, "colour": "red"}, {"colour"}),
+        ({"name": "a\x00b", "quantity": 1}, {"name"}),
+        ({"name": "x", "quantity": 2**64}, {"quantity"}),
         ([{"name": "x", "quantity": 1}], {"body"}),
     ],
 )

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
 from {{ cookiecutter.package_name }}.items_grpc import item_service
@@ -107,6 +109,7 @@ async def test_idempotency_key_metadata_returns_the_original(stub: Stub, backend
         (_new(quantity=-1), {"quantity"}),
         (_new(quantity=2**40), {"quantity"}),
         (_new(name="x" * 201, quantity=-5), {"name", "quantity"}),
+        (_new(name="a\x00b"), {"name"}),
     ],
 )
 async def test_invalid_input_is_invalid_argument_naming_fields(
@@ -117,6 +120,11 @@ async def test_invalid_input_is_invalid_argument_naming_fields(
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     named = (error.value.details() or "").split(":")[0]
     assert set(named.split(", ")) == fields
+    status = rpc_status.from_call(error.value)
+    bad_request = error_details_pb2.BadRequest()
+    assert status is not None
+    assert status.details[0].Unpack(bad_request)
+    assert {violation.field for violation in bad_request.field_violations} == fields
     assert await _count(backend, "items") == 0
 
 

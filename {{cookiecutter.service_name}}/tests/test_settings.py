@@ -40,6 +40,8 @@ def test_environment_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"SHUTDOWN_TIMEOUT": "0"}, "SHUTDOWN_TIMEOUT:"),
         ({"DRAIN_DELAY": "9", "SHUTDOWN_TIMEOUT": "9"}, "DRAIN_DELAY (9.0) must be smaller"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT:"),
+        ({"HTTP_HEADER_TIMEOUT": "0"}, "HTTP_HEADER_TIMEOUT:"),
+        ({"HTTP_MAX_IN_FLIGHT": "many"}, "HTTP_MAX_IN_FLIGHT:"),
     ],
 )
 def test_invalid_values_are_named(

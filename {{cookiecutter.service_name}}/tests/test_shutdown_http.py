@@ -94,6 +94,9 @@ async def test_handler_past_the_deadline_is_cancelled_and_named() -> None:
     named = [event for event in unfinished if "/v1/echo" in event["task"]]
     assert named, service.output()
     assert any("echo.py" in frame for frame in named[0]["stack"]), named[0]
+    # Only work is named: components waiting for their next turn (the outbox relay between two
+    # polls) are not hung.
+    assert not [event for event in unfinished if event["task"].startswith("outbox")], unfinished
     assert service.events("shutdown_complete")[0]["exit_code"] == 4
 
 
@@ -126,6 +129,15 @@ def test_idle_service_with_no_drain_delay_exits_promptly() -> None:
         ({"DRAIN_DELAY": "-1"}, "DRAIN_DELAY"),
         ({"DRAIN_DELAY": "10", "SHUTDOWN_TIMEOUT": "5"}, "SHUTDOWN_TIMEOUT"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"HTTP_HEADER_TIMEOUT": "0"}, "HTTP_HEADER_TIMEOUT"),
+        ({"HTTP_BODY_TIMEOUT": "-1"}, "HTTP_BODY_TIMEOUT"),
+        ({"HTTP_KEEPALIVE_TIMEOUT": "soon"}, "HTTP_KEEPALIVE_TIMEOUT"),
+        ({"HTTP_DRAIN_READ_TIMEOUT": "-0.5"}, "HTTP_DRAIN_READ_TIMEOUT"),
+        ({"HTTP_MAX_IN_FLIGHT": "0"}, "HTTP_MAX_IN_FLIGHT"),
+{%- if cookiecutter.use_grpc == "yes" %}
+        ({"GRPC_MAX_IN_FLIGHT": "0"}, "GRPC_MAX_IN_FLIGHT"),
+        ({"GRPC_MAX_CONCURRENT_RPCS": "256"}, "GRPC_MAX_CONCURRENT_RPCS"),
+{%- endif %}
     ],
 )
 def test_invalid_configuration_exits_2_before_binding(env: dict[str, str], named: str) -> None:

@@ -6,6 +6,8 @@ build error responses themselves and bad input never becomes a 500.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ServiceError(Exception):
     http_status = 500
@@ -18,13 +20,17 @@ class ServiceError(Exception):
 
 
 class InvalidArgumentError(ServiceError):
-    """Bad input from the caller; `field` names what to fix."""
+    """Bad input from the caller; `field` names what to fix (`violations`: each field's problem,
+    when there are several)."""
 
     http_status = 400
     grpc_code = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(
+        self, field: str, problem: str, violations: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(problem, field)
+        self.violations = dict(violations) if violations else {field: problem}
 
 
 class NotFoundError(ServiceError):
@@ -37,3 +43,20 @@ class UnavailableError(ServiceError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    """A body the endpoint does not read (not `application/json` in UTF-8)."""
+
+    http_status = 415
+    grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem, "Content-Type")
+
+
+class OverloadedError(ServiceError):
+    """Too much work in flight: refused at once rather than queued; retry later or elsewhere."""
+
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"

@@ -15,21 +15,31 @@ from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from .echo import check_delay_ms, check_message, echo
-from .errors import ServiceError
+from .errors import InvalidArgumentError, OverloadedError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
-from .metrics import GRPC_IN_FLIGHT, GRPC_OPEN_STREAMS, RequestMetrics, grpc_metrics
+from .metrics import (
+    GRPC_IN_FLIGHT,
+    GRPC_OPEN_STREAMS,
+    REQUESTS_SHED,
+    RequestMetrics,
+    grpc_metrics,
+)
 from .readiness import Readiness
 from .request_id import GRPC_METADATA_KEY, REQUEST_ID, request_id_from
 from .settings import Settings
 from .v1 import echo_pb2, echo_pb2_grpc
 
 SHUTTING_DOWN = "server shutting down"
+NEVER_SHED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Methods answered whatever the load: health checks are probes."""
 
 Behavior = Callable[..., Any]
 """A servicer method as grpc registers it: (request or request iterator, context)."""
@@ -48,11 +58,40 @@ class _Stream:
         self.ended_by_server = False
 
 
-class RpcTracker(grpc.aio.ServerInterceptor):
-    """Wraps every handler: request id, in-flight tracking, metrics and the access log, and
-    stream ending on shutdown."""
+class _Undecodable:
+    """A request whose bytes are not a valid message: the handler's wrapper answers
+    INVALID_ARGUMENT (a deserializer that raises makes grpc answer UNKNOWN, with no say)."""
 
-    def __init__(self, metrics: RequestMetrics) -> None:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(load: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if load is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return load(data)
+        except Exception as error:  # protobuf's DecodeError, or a custom deserializer's
+            return _Undecodable(error)
+
+    return decode
+
+
+def _check_decoded(request: Any) -> None:
+    if request.__class__ is _Undecodable:
+        raise InvalidArgumentError("request", f"not a valid message ({request.error})")
+
+
+class RpcTracker(grpc.aio.ServerInterceptor):
+    """Wraps every handler: request id, in-flight tracking, metrics and the access log, load
+    shedding, and stream ending on shutdown."""
+
+    def __init__(self, metrics: RequestMetrics, max_in_flight: int = 2**62) -> None:
+        self.max_in_flight = max_in_flight
         self.unary = InFlight()
         self.streams = InFlight()
         self.streams_ended = 0
@@ -89,6 +128,8 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         self, method: str, handler: grpc.RpcMethodHandler[Req, Resp]
     ) -> grpc.RpcMethodHandler[Req, Resp]:
         load, dump = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary or handler.unary_stream:
+            load = _tolerant(load)
         if handler.unary_unary:
             unary = self._unary(method, handler.unary_unary)
             return grpc.unary_unary_rpc_method_handler(unary, load, dump)
@@ -106,10 +147,17 @@ class RpcTracker(grpc.aio.ServerInterceptor):
     def _unary(self, method: str, behavior: Behavior) -> Behavior:
         target, in_flight, metrics = (method,), self.unary, self._metrics
         call = _awaiting(behavior)
+        # Counted with this call already in: beyond the limit it is refused before any work.
+        limit = 2**62 if method.startswith(NEVER_SHED) else self.max_in_flight
+        shed_count = REQUESTS_SHED.labels("grpc")
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             with _Rpc(target, in_flight, metrics, context):
                 try:
+                    if len(in_flight) > limit:
+                        shed_count.inc()
+                        raise OverloadedError(f"overloaded: {limit} RPCs in flight, retry later")
+                    _check_decoded(request)
                     return await call(request, context)
                 except (ServiceError, TimeoutError) as error:
                     await _abort_for(context, error)
@@ -128,6 +176,7 @@ class RpcTracker(grpc.aio.ServerInterceptor):
                 state = self._open(rpc.task)
                 try:
                     state.in_handler = True
+                    _check_decoded(request)
                     await call(request, context)
                 except (ServiceError, TimeoutError) as error:
                     await _abort_for(context, error)
@@ -155,6 +204,7 @@ class RpcTracker(grpc.aio.ServerInterceptor):
                 state = self._open(rpc.task)
                 replies = behavior(request, context)
                 try:
+                    _check_decoded(request)
                     while not state.ended_by_server:
                         state.in_handler = True
                         try:
@@ -279,10 +329,25 @@ def _status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | 
 async def _abort_for(
     context: grpc.aio.ServicerContext[Any, Any], error: ServiceError | TimeoutError
 ) -> NoReturn:
-    """Handlers raise ServiceError (or time out); the client gets the matching status."""
+    """Handlers raise ServiceError (or time out); the client gets the matching status. Bad input
+    also carries the standard rich status (`google.rpc.Status` with a `BadRequest` naming each
+    field, in `grpc-status-details-bin`), for clients that read it (`rpc_status.from_call`)."""
+    if isinstance(error, InvalidArgumentError):
+        rich = rpc_status.to_status(_bad_request(error))
+        trailers = (*(context.trailing_metadata() or ()), *rich.trailing_metadata)
+        await context.abort(rich.code, rich.details, trailing_metadata=trailers)
     if isinstance(error, ServiceError):
         await context.abort(grpc.StatusCode[error.grpc_code], str(error))
     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+
+def _bad_request(error: InvalidArgumentError) -> status_pb2.Status:
+    request = error_details_pb2.BadRequest()
+    for field, problem in error.violations.items():
+        request.field_violations.add(field=field, description=problem)
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error))
+    status.details.add().Pack(request)
+    return status
 
 
 def _end_unavailable(context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -342,15 +407,25 @@ class GrpcServer(Component):
         services: Sequence[GrpcService] = (),
     ) -> None:
         self._settings = settings
-        self._tracker = RpcTracker(grpc_metrics(settings.writes_access_log))
+        self._tracker = RpcTracker(
+            grpc_metrics(settings.writes_access_log), settings.grpc_max_in_flight
+        )
         GRPC_IN_FLIGHT.set_function(self._tracker.unary.__len__)
         GRPC_OPEN_STREAMS.set_function(self._tracker.streams.__len__)
         self._in_flight_at_close = 0
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=[self._tracker],
+            # The ceiling on everything, streams included, refused by grpc before any Python runs.
+            # Unary work has its own, lower limit in the tracker, which health checks are exempt
+            # from: this one counts them, so it sits well above.
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             # Without this, a second process could bind the same port and split the traffic.
-            options=[("grpc.so_reuseport", 0)],
+            # A message is held whole in memory: no larger than an HTTP body may be.
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", settings.max_request_body_bytes),
+            ],
         )
         names = [register(self._server) for register in (echo_service(settings), *services)]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

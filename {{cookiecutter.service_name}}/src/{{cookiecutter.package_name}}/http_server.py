@@ -5,32 +5,40 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from time import perf_counter
 from typing import Any
 
+import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from pydantic import BaseModel, Field
 
-from .echo import check_delay_ms, check_message, echo
-from .errors import InvalidArgumentError, ServiceError
+from .connection import ClientBodyError, ClientLimits, connection_factory, error_response
+from .echo import MAX_MESSAGE_CHARS, check_delay_ms, check_message, echo
+from .errors import InvalidArgumentError, ServiceError, UnsupportedMediaTypeError
 from .inflight import InFlight
 from .lifecycle import Component
 from .listener import Listener
 from .logs import log
-from .metrics import HTTP_IN_FLIGHT, HTTP_METHODS, RequestMetrics, http_metrics
+from .metrics import HTTP_IN_FLIGHT, HTTP_METHODS, REQUESTS_SHED, RequestMetrics, http_metrics
+from .openapi import Doc, openapi_document, parameter
 from .readiness import Readiness
 from .request_id import HTTP_HEADER, REQUEST_ID, request_id_from
 from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 READINESS = web.AppKey("readiness", Readiness)
+SERVICE = "{{ cookiecutter.service_name }}"
 
+RETRY_AFTER_S = 1
+"""What a shed request's `Retry-After` says: by then the burst has usually passed, or the load
+balancer has moved the client elsewhere."""
 
-def error_response(status: int, message: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message, "status": status}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status)
+CUT_MARGIN_S = 0.5
+"""Kept between the cut of slow clients and the drain deadline: their handlers answer 408 in it."""
 
 
 class Routes:
@@ -46,36 +54,47 @@ class Routes:
         readiness: Readiness,
         in_flight: InFlight,
         metrics: RequestMetrics,
+        max_in_flight: int,
     ) -> None:
         self.app = app
         """The application, for the state handlers need (`app[KEY] = value`)."""
         self._readiness = readiness
         self._in_flight = in_flight
         self._metrics = metrics
+        self._max_in_flight = max_in_flight
+        self.docs: dict[str, dict[str, tuple[Doc, bool]]] = {}
+        """What each route says about itself, for `GET /openapi.json`: path -> method -> (its
+        Doc, whether it can be shed)."""
 
-    def get(self, path: str, handler: Handler) -> None:
-        """GET (and HEAD) `path`."""
-        self.add("GET", path, handler)
+    def get(
+        self, path: str, handler: Handler, *, doc: Doc | None = None, shed: bool = True
+    ) -> None:
+        """GET (and HEAD) `path`. `shed=False`: never refused for overload (probes)."""
+        self.add("GET", path, handler, doc=doc, shed=shed)
 
-    def post(self, path: str, handler: Handler) -> None:
-        self.add("POST", path, handler)
+    def post(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("POST", path, handler, doc=doc)
 
-    def put(self, path: str, handler: Handler) -> None:
-        self.add("PUT", path, handler)
+    def put(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("PUT", path, handler, doc=doc)
 
-    def patch(self, path: str, handler: Handler) -> None:
-        self.add("PATCH", path, handler)
+    def patch(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("PATCH", path, handler, doc=doc)
 
-    def delete(self, path: str, handler: Handler) -> None:
-        self.add("DELETE", path, handler)
+    def delete(self, path: str, handler: Handler, *, doc: Doc | None = None) -> None:
+        self.add("DELETE", path, handler, doc=doc)
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
+    def add(
+        self, method: str, path: str, handler: Handler, *, doc: Doc | None = None, shed: bool = True
+    ) -> None:
         resource = self.app.router.add_resource(path)
         # The route template (bounded), not the raw path, names metrics and tasks.
-        served = self._served(handler, resource.canonical)
+        served = self._served(handler, resource.canonical, shed)
         if method == "GET":
             resource.add_route("HEAD", served)
         resource.add_route(method, served)
+        if doc is not None:
+            self.docs.setdefault(resource.canonical, {})[method] = (doc, shed)
 
     def add_fallback(self) -> None:
         """Last: every other path and method gets a JSON 404 or 405 (aiohttp's own are text)."""
@@ -91,12 +110,15 @@ class Routes:
                 raise web.HTTPMethodNotAllowed(request.method, allowed)
             raise web.HTTPNotFound()
 
-        fallback.add_route("*", self._served(unmatched, "unmatched"))
+        fallback.add_route("*", self._served(unmatched, "unmatched", shed=True))
 
-    def _served(self, handler: Handler, route: str) -> Handler:
+    def _served(self, handler: Handler, route: str, shed: bool) -> Handler:
         """`handler` inside the per-request work. It runs for every request, so it stays lean:
         no context managers, no extra coroutine on the success path."""
         readiness, in_flight, observe = self._readiness, self._in_flight, self._metrics.observe
+        # Beyond the limit a request is refused before any work: one comparison per request.
+        limit = self._max_in_flight if shed else 2**62
+        shed_count = REQUESTS_SHED.labels("http")
         # Per method, made once: the metrics target and the prefix of the task's name.
         by_method = {
             method: ((method, route), f"http {method} {route} request_id=")
@@ -108,13 +130,19 @@ class Routes:
             started = perf_counter()
             request_id = request_id_from(request.headers.get(HTTP_HEADER))
             target, task_name = by_method.get(request.method, other)
+            if len(in_flight) >= limit:
+                shed_count.inc()
+                refused = _overloaded(limit, request_id)
+                refused.headers[HTTP_HEADER] = request_id
+                observe(target, 503, perf_counter() - started)
+                return refused
             bound = REQUEST_ID.set(request_id)  # every log line of the request carries its id
             task = in_flight.enter(task_name + request_id)
             try:
                 try:
                     response = await handler(request)
                 except Exception as error:
-                    response = _error_response(error, route)
+                    response = _error_response(error, route, request)
                 if not response.prepared:
                     response.headers[HTTP_HEADER] = request_id
                     if readiness.shutting_down:
@@ -130,10 +158,35 @@ class Routes:
         return served
 
 
-def _error_response(error: Exception, route: str) -> web.StreamResponse:
+def _overloaded(limit: int, request_id: str) -> web.Response:
+    message = f"overloaded: {limit} requests in flight, retry later"
+    response = error_response(503, message, instance=request_id)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def _error_response(error: Exception, route: str, request: web.Request) -> web.StreamResponse:
     """The JSON error response for what a handler raised (called from its `except` block)."""
+    if isinstance(error, InvalidArgumentError):
+        return error_response(400, error.message, error.field, error.violations)
     if isinstance(error, ServiceError):
         return error_response(error.http_status, error.message, error.field)
+    if isinstance(error, HttpProcessingError | web.RequestPayloadError):
+        # aiohttp's parser refused the body (bad chunk, bad compression...): the same answer as
+        # ours, and the same quiet end for aiohttp's read of the rest.
+        cause = error.__cause__ if isinstance(error.__cause__, HttpProcessingError) else error
+        message = getattr(cause, "message", "") or str(error)
+        error = ClientBodyError(400, " ".join(f"request body: {message}".split())[:300])
+        request.content.set_exception(error)
+    if isinstance(error, ClientBodyError):
+        # The body is broken, late or cut short: what is left of it on the connection cannot be
+        # told from a next request, so the connection closes after the answer.
+        response = error_response(error.status, error.message, "body")
+        response.force_close()
+        return response
+    if isinstance(error, ConnectionError):  # the client went away: nobody to answer
+        log.debug("http_client_gone", route=route, error=repr(error))
+        return error_response(400, "connection closed by the client")
     if isinstance(error, TimeoutError):
         return error_response(504, "deadline exceeded")
     if isinstance(error, web.HTTPException):
@@ -147,6 +200,42 @@ def _error_response(error: Exception, route: str) -> web.StreamResponse:
         return response
     log.exception("http_unhandled_error", route=route)  # called inside the `except`
     return error_response(500, "internal server error")
+
+
+class Health(BaseModel):
+    status: str = Field(description="`ok`, `ready` or `not ready`.")
+    reason: str | None = Field(default=None, description="Why not ready.")
+
+
+class EchoBody(BaseModel):
+    """`POST /v1/echo`'s body, as documented (checked by `echo.py`, shared with gRPC)."""
+
+    msg: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    delay_ms: int = Field(default=0, ge=0, description="At most ECHO_MAX_DELAY_MS.")
+
+
+class EchoReply(BaseModel):
+    msg: str
+
+
+LIVEZ = Doc("The event loop answers (liveness).", {200: ("Alive.", Health)})
+READYZ = Doc(
+    "Started, dependencies connected, not shutting down (readiness).",
+    {200: ("Ready.", Health), 503: ("Not ready: `reason` says why.", Health)},
+)
+ECHO_GET = Doc(
+    "The message back, after `delay_ms`.",
+    {200: ("The message.", EchoReply), 400: ("A bad parameter, named.", None)},
+    parameters=(
+        parameter("msg", "query", {"type": "string", "maxLength": MAX_MESSAGE_CHARS}, "Echoed."),
+        parameter("delay_ms", "query", {"type": "integer", "minimum": 0}, "Wait this long."),
+    ),
+)
+ECHO_POST = Doc(
+    "The message back, after `delay_ms`.",
+    {200: ("The message.", EchoReply), 400: ("A bad field, named.", None)},
+    body=EchoBody,
+)
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -173,10 +262,18 @@ async def echo_get(request: web.Request) -> web.Response:
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 naming the body."""
+    """The request body as a JSON object: 415 unless it is `application/json` in UTF-8, 400
+    naming the body unless it parses. orjson bounds what parsing costs: nesting past 1024 levels,
+    numbers past a double's range, invalid UTF-8 and lone surrogates are refused (as errors, not
+    a RecursionError or Python's 4,300-digit int limit), integers past 64 bits become floats
+    (which integer fields refuse)."""
+    charset = request.charset
+    if request.content_type != "application/json" or (charset or "utf-8").lower() != "utf-8":
+        got = request.headers.get("Content-Type", "none")
+        raise UnsupportedMediaTypeError(f"must be application/json in UTF-8 (got {got[:100]})")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as error:
         raise InvalidArgumentError("body", f"not valid JSON ({error})") from error
     if not isinstance(body, dict):
         raise InvalidArgumentError("body", "must be a JSON object")
@@ -205,15 +302,31 @@ def create_app(
     app = web.Application(client_max_size=settings.max_request_body_bytes)
     app[SETTINGS] = settings
     app[READINESS] = readiness
-    routes = Routes(app, readiness, in_flight, http_metrics(settings.writes_access_log))
-    routes.get("/livez", livez)
-    routes.get("/readyz", readyz)
-    routes.get("/v1/echo", echo_get)
-    routes.post("/v1/echo", echo_post)
+    metrics = http_metrics(settings.writes_access_log)
+    routes = Routes(app, readiness, in_flight, metrics, settings.http_max_in_flight)
+    routes.get("/livez", livez, doc=LIVEZ, shed=False)
+    routes.get("/readyz", readyz, doc=READYZ, shed=False)
+    routes.get("/v1/echo", echo_get, doc=ECHO_GET)
+    routes.post("/v1/echo", echo_post, doc=ECHO_POST)
     for add_routes in features:
         add_routes(routes)
+    document = json.dumps(openapi_document(SERVICE, _version(), routes.docs)).encode()
+
+    async def openapi(request: web.Request) -> web.Response:
+        """The OpenAPI 3.1 document of every route above (made once)."""
+        return web.Response(body=document, content_type="application/json")
+
+    routes.get("/openapi.json", openapi, shed=False)
     routes.add_fallback()
     return app
+
+
+def _version() -> str:
+    """The installed distribution's version, for the OpenAPI document."""
+    try:
+        return version(SERVICE)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class HttpServer(Component):
@@ -230,6 +343,7 @@ class HttpServer(Component):
         self._settings = settings
         self._in_flight = InFlight()
         self._in_flight_at_close = 0
+        self._clients = ClientLimits(settings.http_header_timeout, settings.http_body_timeout)
         HTTP_IN_FLIGHT.set_function(self._in_flight.__len__)
         app = create_app(settings, readiness, self._in_flight, features)
         # Our own phases bound the drain; aiohttp's timeout only bounds the final cleanup.
@@ -248,8 +362,11 @@ class HttpServer(Component):
         server = self._runner.server
         assert server is not None  # made by setup()
         # Our own listener, not aiohttp's TCPSite: see listener.py.
+        connections = partial(
+            connection_factory, server, self._clients, self._settings.http_keepalive_timeout
+        )
         self._listener = Listener(
-            server, self._settings.http_host, self._settings.http_port, backlog=1024
+            connections, self._settings.http_host, self._settings.http_port, backlog=1024
         )
         self._listener.start()
         log.info("http_listening", host=self._settings.http_host, port=self.port)
@@ -261,16 +378,36 @@ class HttpServer(Component):
         server = self._runner.server
         if server is not None:
             await asyncio.sleep(0)  # let requests already read reach their handler first
-            server.pre_shutdown()  # idle keep-alive connections close now, busy ones after replying
+            # Idle keep-alive connections close now, busy ones after replying (`Routes`); a client
+            # still sending gets until the cut, bounded by the drain deadline, then 408 / close.
+            loop = asyncio.get_running_loop()
+            cut_at = min(
+                loop.time() + self._settings.http_drain_read_timeout,
+                self.drain_deadline - CUT_MARGIN_S,
+            )
+            self._clients.cut(server.connections, cut_at)
 
     async def drain(self) -> None:
-        await self._in_flight.wait_idle()
+        """In-flight requests finish, and clients still sending finish or are cut (by the cut
+        time: this polls only while such clients remain)."""
+        server = self._runner.server
+        while True:
+            await self._in_flight.wait_idle()
+            if server is None or not self._clients.still_sending(server.connections):
+                return
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        server = self._runner.server
+        if server is not None:  # the drain deadline passed with clients still sending
+            self._clients.cut_now(server.connections)
         await self._runner.cleanup()
 
     def unfinished(self) -> list[asyncio.Task[object]]:
         return self._in_flight.tasks()
 
     def shutdown_report(self) -> dict[str, int]:
-        return {"requests_in_flight_at_close": self._in_flight_at_close}
+        return {
+            "requests_in_flight_at_close": self._in_flight_at_close,
+            "slow_clients_cut": self._clients.cut_clients,
+        }

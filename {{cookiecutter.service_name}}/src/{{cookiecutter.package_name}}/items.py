@@ -13,7 +13,15 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as redis
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from .db import Connection, PostgresPool
 from .errors import InvalidArgumentError, NotFoundError
@@ -33,6 +41,13 @@ class NewItem(BaseModel):
 
     name: StrictStr = Field(min_length=1, max_length=200)
     quantity: StrictInt = Field(ge=0, le=1_000_000_000)
+
+    @field_validator("name")
+    @classmethod
+    def _storable(cls, name: str) -> str:
+        if "\x00" in name:  # PostgreSQL text cannot hold it: refused here, not by the INSERT
+            raise ValueError("must not contain NUL (U+0000)")
+        return name
 
 
 class Item(BaseModel):
@@ -61,7 +76,7 @@ def parse_new_item(data: object) -> NewItem:
             for item in error.errors()
         }
         detail = "; ".join(f"{field}: {problem}" for field, problem in problems.items())
-        raise InvalidArgumentError(", ".join(problems), detail) from None
+        raise InvalidArgumentError(", ".join(problems), detail, problems) from None
 
 
 def parse_idempotency_key(key: str | None) -> str | None:

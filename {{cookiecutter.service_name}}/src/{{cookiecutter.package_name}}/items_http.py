@@ -7,10 +7,40 @@ import asyncio
 from aiohttp import web
 
 from .http_server import SETTINGS, HttpRoutes, Routes, read_json_object
-from .items import Item, ItemStore, parse_idempotency_key, parse_item_id, parse_new_item
+from .items import Item, ItemStore, NewItem, parse_idempotency_key, parse_item_id, parse_new_item
+from .openapi import Doc, parameter
 from .request_id import current_request_id
 
 ITEMS = web.AppKey("items", ItemStore)
+
+CREATE = Doc(
+    "Create an item and its `item.created` event, atomically.",
+    {
+        201: ("Created.", Item),
+        200: ("The item first created with this `Idempotency-Key`.", Item),
+        400: ("A bad field or header, named.", None),
+        504: ("REQUEST_TIMEOUT spent on the database.", None),
+    },
+    body=NewItem,
+    parameters=(
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 200},
+            "description": "A repeated key answers the original item (200), creating nothing.",
+        },
+    ),
+)
+GET = Doc(
+    "One item, through the Redis cache.",
+    {
+        200: ("The item.", Item),
+        400: ("Not a positive integer id.", None),
+        404: ("No such item.", None),
+    },
+    parameters=(parameter("item_id", "path", {"type": "integer", "minimum": 1}, "The item's id."),),
+)
 
 
 def _json(item: Item, status: int) -> web.Response:
@@ -35,7 +65,7 @@ async def get_item(request: web.Request) -> web.Response:
 def item_routes(store: ItemStore) -> HttpRoutes:
     def add_routes(routes: Routes) -> None:
         routes.app[ITEMS] = store
-        routes.post("/v1/items", create_item)
-        routes.get("/v1/items/{item_id}", get_item)
+        routes.post("/v1/items", create_item, doc=CREATE)
+        routes.get("/v1/items/{item_id}", get_item, doc=GET)
 
     return add_routes

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import faulthandler
+import math
 import os
 import signal
 import sys
@@ -55,6 +56,9 @@ class Component:
     """
 
     name = "component"
+    drain_deadline = math.inf
+    """Event-loop time by which the drain phases must end: set when the shutdown begins, for
+    components that bound their own waits by it (slow HTTP clients)."""
     _on_failure: Callable[[Component, BaseException], None] | None = None
 
     def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -279,6 +283,8 @@ class Lifecycle:
         drain_deadline = begun + self._shutdown_timeout - close_reserve(self._shutdown_timeout)
         drain_delay = min(drain_delay, max(0.0, drain_deadline - loop.time()))
         parts, until = self._started, drain_deadline
+        for component in parts:
+            component.drain_deadline = drain_deadline
 
         await self._phase("readiness_off", [("readiness", self._readiness.shut_down())], until)
         await self._phase("drain_delay", [("sleep", asyncio.sleep(drain_delay))], until)

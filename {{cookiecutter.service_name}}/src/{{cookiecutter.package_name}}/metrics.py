@@ -18,9 +18,7 @@ from itertools import accumulate
 
 from prometheus_client import (
     REGISTRY,
-{%- if cookiecutter.use_consumer == "yes" %}
     Counter,
-{%- endif %}
     Enum,
     Gauge,
     Info,
@@ -125,6 +123,19 @@ HTTP_REQUESTS = RequestFamilies(
     status_label="status",
 )
 HTTP_IN_FLIGHT = Gauge("http_server_requests_in_flight", "HTTP requests being handled.")
+HTTP_CLIENT_ERRORS = Counter(
+    "http_server_client_errors",
+    "Clients refused before or while sending a request: head_timeout (closed, 408), body_timeout "
+    "(408), cut_at_shutdown (still sending when the listeners closed), malformed (the parser's "
+    "400s).",
+    ["reason"],
+)
+REQUESTS_SHED = Counter(
+    "server_requests_shed",
+    "Requests and RPCs refused because too many were in flight (HTTP 503, gRPC "
+    "RESOURCE_EXHAUSTED).",
+    ["server"],
+)
 {%- if cookiecutter.use_grpc == "yes" %}
 GRPC_RPCS = RequestFamilies(
     "grpc_server_handled",

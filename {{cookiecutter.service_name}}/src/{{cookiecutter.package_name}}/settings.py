@@ -86,6 +86,23 @@ class Settings(BaseSettings):
 
     echo_max_delay_ms: int = Field(default=60_000, ge=0)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1)
+    http_header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's head."
+    )
+    http_body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send a request's body (408)."
+    )
+    http_keepalive_timeout: float = Field(
+        default=75.0, gt=0, description="Seconds an idle keep-alive connection stays open."
+    )
+    http_drain_read_timeout: float = Field(
+        default=1.0,
+        ge=0,
+        description="Once the listeners close, seconds a client still sending its request has.",
+    )
+    http_max_in_flight: int = Field(
+        default=256, ge=1, description="HTTP requests handled at once; more get 503."
+    )
     request_timeout: float = Field(
         default=10.0, gt=0, description="Budget of an HTTP request for its database/Redis calls."
     )
@@ -93,6 +110,16 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="Give up connecting to a dependency after this long."
     )
     dependency_max_backoff: float = Field(default=5.0, gt=0)
+{%- if cookiecutter.use_grpc == "yes" %}
+    grpc_max_in_flight: int = Field(
+        default=256, ge=1, description="Unary RPCs handled at once; more get RESOURCE_EXHAUSTED."
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        default=1024,
+        ge=2,
+        description="Every RPC at once (streams and health checks too): grpc's own ceiling.",
+    )
+{%- endif %}
 {%- if cookiecutter.use_postgres == "yes" %}
 
     database_url: Annotated[str, dependency_url("postgresql", "postgres")] = (
@@ -193,6 +220,18 @@ class Settings(BaseSettings):
                 f"SHUTDOWN_TIMEOUT ({self.shutdown_timeout})"
             )
         return self
+{%- if cookiecutter.use_grpc == "yes" %}
+
+    @model_validator(mode="after")
+    def _probes_fit_under_the_ceiling(self) -> Settings:
+        if self.grpc_max_concurrent_rpcs <= self.grpc_max_in_flight:
+            raise ValueError(
+                f"GRPC_MAX_CONCURRENT_RPCS ({self.grpc_max_concurrent_rpcs}) must exceed "
+                f"GRPC_MAX_IN_FLIGHT ({self.grpc_max_in_flight}): health checks need room when "
+                "unary work is at its limit"
+            )
+        return self
+{%- endif %}
 {%- if cookiecutter.use_consumer == "yes" %}
 
     @model_validator(mode="after")

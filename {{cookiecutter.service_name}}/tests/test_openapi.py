@@ -1,0 +1,98 @@
+"""`GET /openapi.json`: a valid OpenAPI 3.1 document that names every route, and whose schemas
+are what the service really answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from openapi_spec_validator import validate
+
+{% if cookiecutter.use_postgres == "yes" -%}
+from {{ cookiecutter.package_name }}.db import PostgresPool
+{% endif -%}
+from {{ cookiecutter.package_name }}.http_server import HttpRoutes, create_app
+from {{ cookiecutter.package_name }}.inflight import InFlight
+{% if cookiecutter.use_postgres == "yes" -%}
+from {{ cookiecutter.package_name }}.items import ItemStore
+from {{ cookiecutter.package_name }}.items_http import item_routes
+{% endif -%}
+from {{ cookiecutter.package_name }}.openapi import ErrorBody
+from {{ cookiecutter.package_name }}.readiness import Readiness
+{% if cookiecutter.use_postgres == "yes" -%}
+from {{ cookiecutter.package_name }}.redis_client import RedisClient
+{% endif -%}
+from {{ cookiecutter.package_name }}.settings import Settings
+
+Client = TestClient[web.Request, web.Application]
+
+
+def features(settings: Settings, readiness: Readiness) -> list[HttpRoutes]:
+    """The service's own routes (nothing is connected: only the routes are looked at)."""
+{%- if cookiecutter.use_postgres == "yes" %}
+    db, cache = PostgresPool(settings, readiness), RedisClient(settings, readiness)
+    return [item_routes(ItemStore(db, cache, settings))]
+{%- else %}
+    return []
+{%- endif %}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    settings, readiness = Settings(), Readiness()
+    app = create_app(settings, readiness, InFlight(), features(settings, readiness))
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+async def _document(client: Client) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    document: dict[str, Any] = await response.json()
+    return document
+
+
+async def test_the_document_is_valid_openapi_3_1(client: Client) -> None:
+    document = await _document(client)
+    assert document["openapi"].startswith("3.1")
+    validate(document)
+
+
+async def test_every_route_is_documented(client: Client) -> None:
+    document = await _document(client)
+    served = {
+        (route.resource.canonical, route.method.lower())
+        for route in client.app.router.routes()
+        if route.resource is not None and route.method not in ("HEAD", "*")
+    }
+    served.discard(("/openapi.json", "get"))
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == served
+
+
+async def test_the_error_schema_is_what_errors_look_like(client: Client) -> None:
+    document = await _document(client)
+    schema = document["components"]["schemas"]["ErrorBody"]
+    rfc_9457 = {"type", "title", "status", "detail", "instance"}
+    assert set(schema["properties"]) == {*rfc_9457, "errors", "error", "field"}
+    for response in [
+        await client.get("/v1/echo", params={"delay_ms": "-1"}),
+        await client.post("/v1/echo", data=b"{}", headers={"Content-Type": "text/plain"}),
+        await client.get("/nope", headers={"X-Request-ID": "r-problem"}),
+    ]:
+        assert response.content_type == "application/problem+json"
+        body = ErrorBody.model_validate(await response.json())  # extra fields are refused
+        assert body.instance == response.headers["X-Request-ID"]
+    assert body.instance == "r-problem"
+    bad = await client.get("/v1/echo", params={"delay_ms": "x"})
+    assert (await bad.json())["errors"] == [
+        {"field": "delay_ms", "detail": "must be an integer number of milliseconds"}
+    ]
+    echo = document["paths"]["/v1/echo"]["post"]
+    assert {"400", "408", "413", "415", "503", "4XX", "5XX"} <= set(echo["responses"])
+    # Probes and the document itself are never shed: no 503 for overload there.
+    assert "503" not in document["paths"]["/livez"]["get"]["responses"]
