@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -12,7 +12,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .echo import check_delay_ms, check_message, echo
-from .errors import InvalidArgumentError, ServiceError
+from .echo_ws import echo_websocket
+from .errors import InvalidArgumentError, ServiceError, UnavailableError
+from .http_streams import SHUTTING_DOWN, OpenStream, StreamKind, Streams
 from .inflight import InFlight
 from .lifecycle import Component
 from .listener import Listener
@@ -24,6 +26,9 @@ from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 READINESS = web.AppKey("readiness", Readiness)
+
+StreamHandler = Callable[[web.Request, OpenStream], Awaitable[web.StreamResponse]]
+"""A stream's handler: the request and its `OpenStream` (see `Routes.stream`)."""
 
 
 def error_response(status: int, message: str, field: str | None = None) -> web.Response:
@@ -46,12 +51,14 @@ class Routes:
         readiness: Readiness,
         in_flight: InFlight,
         metrics: RequestMetrics,
+        streams: Streams,
     ) -> None:
         self.app = app
         """The application, for the state handlers need (`app[KEY] = value`)."""
         self._readiness = readiness
         self._in_flight = in_flight
         self._metrics = metrics
+        self._streams = streams
 
     def get(self, path: str, handler: Handler) -> None:
         """GET (and HEAD) `path`."""
@@ -76,6 +83,49 @@ class Routes:
         if method == "GET":
             resource.add_route("HEAD", served)
         resource.add_route(method, served)
+
+    def stream(self, path: str, kind: StreamKind, handler: StreamHandler) -> None:
+        """GET `path` as a long-lived stream (WebSocket, SSE). Streams are not requests: the
+        drain does not wait for them (the shutdown ends them right after the listeners close,
+        through what the handler gave `OpenStream.serving`), they are counted by kind in
+        `http_server_open_streams`, and each writes one `http_stream` access log line when it
+        ends. Before the response is prepared, errors answer JSON as for any request."""
+        resource = self.app.router.add_resource(path)
+        resource.add_route("GET", self._streamed(handler, kind, resource.canonical))
+
+    def _streamed(self, handler: StreamHandler, kind: StreamKind, route: str) -> Handler:
+        readiness, streams = self._readiness, self._streams
+        task_name = f"http {kind} {route} request_id="
+
+        async def streamed(request: web.Request) -> web.StreamResponse:
+            request_id = request_id_from(request.headers.get(HTTP_HEADER))
+            bound = REQUEST_ID.set(request_id)
+            stream = streams.open(kind, route, task_name + request_id)
+            status = 500
+            try:
+                try:
+                    if streams.ending:  # a keep-alive connection asking after the listeners closed
+                        raise UnavailableError(SHUTTING_DOWN)
+                    response = await handler(request, stream)
+                    await stream.ended()
+                except Exception as error:
+                    if stream.response is not None and stream.response.prepared:
+                        stream.ended_by = "error"
+                        log.exception("http_stream_failed", kind=kind, route=route)
+                        response = stream.response  # its status line is sent: end it as it is
+                    else:
+                        response = _error_response(error, route)
+                if not response.prepared:
+                    response.headers[HTTP_HEADER] = request_id
+                    if readiness.shutting_down:
+                        response.force_close()
+                status = response.status
+            finally:
+                streams.close(stream, status)
+                REQUEST_ID.reset(bound)
+            return response
+
+        return streamed
 
     def add_fallback(self) -> None:
         """Last: every other path and method gets a JSON 404 or 405 (aiohttp's own are text)."""
@@ -201,15 +251,19 @@ def create_app(
     readiness: Readiness,
     in_flight: InFlight,
     features: Sequence[HttpRoutes] = (),
+    streams: Streams | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_request_body_bytes)
     app[SETTINGS] = settings
     app[READINESS] = readiness
-    routes = Routes(app, readiness, in_flight, http_metrics(settings.writes_access_log))
+    access_log = settings.writes_access_log
+    streams = streams if streams is not None else Streams(access_log)
+    routes = Routes(app, readiness, in_flight, http_metrics(access_log), streams)
     routes.get("/livez", livez)
     routes.get("/readyz", readyz)
     routes.get("/v1/echo", echo_get)
     routes.post("/v1/echo", echo_post)
+    routes.stream("/v1/echo/ws", "websocket", echo_websocket)
     for add_routes in features:
         add_routes(routes)
     routes.add_fallback()
@@ -230,8 +284,9 @@ class HttpServer(Component):
         self._settings = settings
         self._in_flight = InFlight()
         self._in_flight_at_close = 0
+        self._streams = Streams(settings.writes_access_log)
         HTTP_IN_FLIGHT.set_function(self._in_flight.__len__)
-        app = create_app(settings, readiness, self._in_flight, features)
+        app = create_app(settings, readiness, self._in_flight, features, self._streams)
         # Our own phases bound the drain; aiohttp's timeout only bounds the final cleanup.
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
@@ -263,6 +318,9 @@ class HttpServer(Component):
             await asyncio.sleep(0)  # let requests already read reach their handler first
             server.pre_shutdown()  # idle keep-alive connections close now, busy ones after replying
 
+    async def end_streams(self) -> None:
+        await self._streams.end_all()
+
     async def drain(self) -> None:
         await self._in_flight.wait_idle()
 
@@ -270,7 +328,10 @@ class HttpServer(Component):
         await self._runner.cleanup()
 
     def unfinished(self) -> list[asyncio.Task[object]]:
-        return self._in_flight.tasks()
+        return [*self._in_flight.tasks(), *self._streams.tasks.tasks()]
 
     def shutdown_report(self) -> dict[str, int]:
-        return {"requests_in_flight_at_close": self._in_flight_at_close}
+        return {
+            "requests_in_flight_at_close": self._in_flight_at_close,
+            "streams_ended": self._streams.ended_by_shutdown,
+        }
