@@ -1,0 +1,207 @@
+"""`GET /v1/items/events` (Server-Sent Events) against the real service: live events from the
+moment of connecting, resume by `Last-Event-ID` on another replica (nothing missed, nothing
+twice), the documented answers to a malformed or expired id, and the final `event: shutdown`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as redis
+
+from .metrics_support import scrape
+from .service import Service, http_get, isolated_names, running_service
+from .test_shutdown_streams import END_BOUND_S, listeners_closed_at
+
+FAST = {"DRAIN_DELAY": "0.5", "SHUTDOWN_TIMEOUT": "10", "OUTBOX_POLL_INTERVAL": "0.05"}
+
+Block = dict[str, str]
+"""One SSE block (the lines up to a blank line) by field name; a comment line is ":"."""
+
+
+class SseClient:
+    """A subscriber reading the stream block by block, with a time bound on every read."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.received_at: list[float] = []
+
+    async def block(self, seconds: float = 5.0) -> Block | None:
+        """The next block; None at the end of the stream."""
+        block: Block = {}
+        while True:
+            line = await asyncio.wait_for(self.response.content.readline(), seconds)
+            if not line:
+                return None
+            text = line.decode().rstrip("\n")
+            if text == "":
+                if block:
+                    self.received_at.append(time.time())
+                    return block
+                continue
+            name, _, value = text.partition(":")
+            block[name or ":"] = value.removeprefix(" ")
+
+    async def event(self, seconds: float = 5.0) -> Block | None:
+        """The next block that is not a comment (heartbeat)."""
+        while (block := await self.block(seconds)) is not None:
+            if set(block) != {":"}:
+                return block
+        return None
+
+    async def items(self, count: int, seconds: float = 5.0) -> list[tuple[str, int]]:
+        """The next `count` item.created events as (id, item id)."""
+        found = []
+        for _ in range(count):
+            event = await self.event(seconds)
+            assert event is not None
+            assert event.get("event") == "item.created", event
+            found.append((event["id"], json.loads(event["data"])["item"]["id"]))
+        return found
+
+
+async def subscribe(
+    session: aiohttp.ClientSession, service: Service, last_event_id: str | None = None
+) -> SseClient:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    response = await session.get(f"{service.url}/v1/items/events", headers=headers)
+    assert response.status == 200, (await response.text(), service.output())
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    client = SseClient(response)
+    assert await client.block() == {"retry": "2000"}, "the stream begins with retry:"
+    return client
+
+
+async def create_item(session: aiohttp.ClientSession, service: Service, name: str) -> int:
+    async with session.post(f"{service.url}/v1/items", json={"name": name, "quantity": 1}) as r:
+        assert r.status == 201, await r.text()
+        return int((await r.json())["id"])
+
+
+async def stream_ids(service: Service) -> list[str]:
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+    try:
+        entries: Any = await client.xrange(service.env["EVENTS_STREAM"])
+    finally:
+        await client.aclose()
+    return [str(entry_id) for entry_id, _ in entries]
+
+
+async def published(service: Service, count: int) -> list[str]:
+    """The stream's entry ids once it holds `count` entries (the relay polls every 50 ms)."""
+    for _ in range(200):
+        if len(ids := await stream_ids(service)) >= count:
+            return ids
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} events published within 10 s")
+
+
+async def test_live_events_then_a_final_shutdown_event() -> None:
+    with running_service(**{**FAST, "DRAIN_DELAY": "1.5"}) as service:
+        async with aiohttp.ClientSession() as session:
+            await create_item(session, service, "before")
+            await published(service, 1)
+            subscribers = [await subscribe(session, service) for _ in range(3)]
+            created = [await create_item(session, service, f"live {i}") for i in range(3)]
+            for subscriber in subscribers:
+                got = await subscriber.items(3)
+                assert [item for _, item in got] == created, "nothing old, nothing missed"
+                assert [entry_id for entry_id, _ in got] == (await stream_ids(service))[1:]
+            samples = await asyncio.to_thread(scrape, service)
+            assert samples.get("http_server_open_streams", kind="sse") == 3
+
+            signalled = service.signal(signal.SIGTERM)
+            service.wait_for_event("shutdown_requested")
+            status, _, _ = await asyncio.to_thread(http_get, f"{service.url}/readyz")
+            assert status == 503
+            # Still flowing during the drain delay, and a new subscriber is served.
+            late = await subscribe(session, service)
+            subscribers.append(late)
+            during = await create_item(session, service, "during")
+            for subscriber in subscribers:
+                assert [item for _, item in await subscriber.items(1)] == [during]
+            assert time.monotonic() - signalled < 1.5, "checks must run inside the drain delay"
+
+            finals = [await subscriber.event(10) for subscriber in subscribers]
+            ends = [await subscriber.block() for subscriber in subscribers]
+        assert await asyncio.to_thread(service.wait_exit, 15) == 0, service.output()
+        exited = time.monotonic() - signalled
+
+    closed_at = listeners_closed_at(service)
+    for final, subscriber in zip(finals, subscribers, strict=True):
+        assert final is not None
+        assert final["event"] == "shutdown"
+        assert json.loads(final["data"]) == {"reason": "server shutting down"}
+        assert final["retry"] == "500"
+        assert "id" not in final, "the final event must not move the client's Last-Event-ID"
+        assert subscriber.received_at[-1] - closed_at < END_BOUND_S, service.output()
+    assert ends == [None] * 4, "the response ends after the final event"
+    assert exited < 1.5 + 2.5, f"exited {exited:.2f}s after SIGTERM"
+    [report] = service.events("shutdown_complete")
+    assert report["drained"]["http"]["streams_ended"] == 4
+    lines = [line for line in service.events("http_stream") if line["kind"] == "sse"]
+    assert sorted(line["messages_sent"] for line in lines) == [1, 4, 4, 4]
+    assert {line["ended_by"] for line in lines} == {"shutdown"}
+
+
+async def test_resume_on_another_replica_misses_nothing_and_sees_nothing_twice() -> None:
+    shared = isolated_names()  # both replicas: one schema, one events stream
+    with running_service(**FAST, **shared) as first, running_service(**FAST, **shared) as second:
+        async with aiohttp.ClientSession() as session:
+            subscriber = await subscribe(session, first)
+            created = [await create_item(session, first, f"a{i}") for i in range(4)]
+            seen = await subscriber.items(2)
+            subscriber.response.close()  # gone after the second event
+            created += [await create_item(session, first, f"b{i}") for i in range(3)]
+            await published(first, len(created))
+
+            resumed = await subscribe(session, second, last_event_id=seen[-1][0])
+            rest = await resumed.items(5)
+            live = await create_item(session, second, "after")
+            rest += await resumed.items(1)
+            with pytest.raises(TimeoutError):  # and nothing more: no entry comes twice
+                await resumed.event(0.5)
+    items = [item for _, item in seen + rest]
+    assert items == [*created, live], "nothing missed, nothing twice, in order"
+    ids = [entry_id for entry_id, _ in seen + rest]
+    assert len(set(ids)) == len(ids)
+
+
+async def test_malformed_last_event_id_is_a_400() -> None:
+    with running_service(**FAST) as service:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{service.url}/v1/items/events", headers={"Last-Event-ID": "not-an-id"}
+            ) as response,
+        ):
+            body = await response.json()
+    assert response.status == 400
+    assert body["status"] == 400
+    assert body["field"] == "Last-Event-ID"
+
+
+async def test_expired_last_event_id_restarts_from_the_oldest_entry_with_a_reset() -> None:
+    with running_service(**FAST) as service:
+        async with aiohttp.ClientSession() as session:
+            created = [await create_item(session, service, f"old{i}") for i in range(3)]
+            ids = await published(service, 3)
+            client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+            await client.xtrim(service.env["EVENTS_STREAM"], maxlen=1, approximate=False)
+            await client.aclose()
+            subscriber = await subscribe(session, service, last_event_id=ids[0])
+            reset = await subscriber.event()
+            assert reset is not None
+            assert reset["event"] == "reset", reset
+            assert "id" not in reset
+            assert json.loads(reset["data"])["last_event_id"] == ids[0]
+            assert await subscriber.items(1) == [(ids[2], created[2])]
+            # An id the stream still holds everything after resumes without a reset.
+            resumed = await subscribe(session, service, last_event_id=ids[2])
+            newer = await create_item(session, service, "new")
+            assert [item for _, item in await resumed.items(1)] == [newer]
