@@ -14,6 +14,14 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
+from {{ cookiecutter.package_name }}.errors import InvalidArgumentError
+from {{ cookiecutter.package_name }}.items_events import (
+    BUFFER_LIMIT,
+    Subscriber,
+    _gone_after,
+    parse_last_event_id,
+)
+
 from .metrics_support import scrape
 from .service import Service, http_get, isolated_names, running_service
 from .test_shutdown_streams import END_BOUND_S, listeners_closed_at
@@ -205,3 +213,44 @@ async def test_expired_last_event_id_restarts_from_the_oldest_entry_with_a_reset
             resumed = await subscribe(session, service, last_event_id=ids[2])
             newer = await create_item(session, service, "new")
             assert [item for _, item in await resumed.items(1)] == [newer]
+
+
+def test_a_subscriber_that_falls_behind_is_disconnected_not_buffered_without_bound() -> None:
+    subscriber = Subscriber()
+    for n in range(BUFFER_LIMIT + 5):
+        subscriber.deliver((f"1-{n}", {}))
+    assert subscriber.overflowed
+    assert len(subscriber.entries) == BUFFER_LIMIT
+    assert [entry_id for entry_id, _ in subscriber.entries][-1] == f"1-{BUFFER_LIMIT - 1}"
+
+
+DELETED_6 = {"max-deleted-entry-id": "6-0"}
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "info", "gone"),
+    [
+        # Nothing ever removed: any id resumes.
+        ("5-0", {"length": 3, "entries-added": 3, "first-entry": ("7-0", {})}, False),
+        # Trimmed to 7-0 and after: an id before it may have missed entries.
+        ("5-0", {"length": 1, "entries-added": 3, "first-entry": ("7-0", {})}, True),
+        ("7-0", {"length": 1, "entries-added": 3, "first-entry": ("7-0", {})}, False),
+        # 5-0, 6-0, 7-0, then 6-0 deleted (XDEL): an id before it may have missed it.
+        ("5-0", {"length": 2, "entries-added": 3, "first-entry": ("5-0", {}), **DELETED_6}, True),
+        ("6-0", {"length": 2, "entries-added": 3, "first-entry": ("5-0", {}), **DELETED_6}, False),
+        # Trimmed empty: everything up to the last id is gone.
+        ("5-0", {"length": 0, "entries-added": 3, "last-generated-id": "8-0"}, True),
+        ("8-0", {"length": 0, "entries-added": 3, "last-generated-id": "8-0"}, False),
+    ],
+)
+def test_an_id_is_expired_when_entries_after_it_may_be_gone(
+    last_event_id: str, info: dict[str, Any], gone: bool
+) -> None:
+    info = {"last-generated-id": "9-0", "first-entry": None, **info}
+    assert _gone_after(last_event_id, info) is gone
+
+
+@pytest.mark.parametrize("value", ["abc", "1", "1-", "-1", "1-2-3", "1.0-0", " 1-0", "1-0\n"])
+def test_malformed_ids_are_refused(value: str) -> None:
+    with pytest.raises(InvalidArgumentError):
+        parse_last_event_id(value)
