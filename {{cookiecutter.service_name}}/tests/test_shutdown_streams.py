@@ -130,22 +130,28 @@ def stalled_websocket(port: int) -> socket.socket:
     raise AssertionError("the server kept reading a client that never reads")
 
 
-async def test_a_client_that_never_reads_is_cut_after_the_bound_and_exit_stays_0() -> None:
+async def test_clients_that_never_answer_or_never_read_are_cut_and_exit_stays_0() -> None:
     with running_service(DRAIN_DELAY="0.2", SHUTDOWN_TIMEOUT="10") as service:
         async with aiohttp.ClientSession() as session:
             polite = await session.ws_connect(f"{service.url}/v1/echo/ws")
+            # autoclose=False: reads the close frame but never sends its own.
+            silent = await session.ws_connect(f"{service.url}/v1/echo/ws", autoclose=False)
             assert await echo_once(polite, "p") == "p"
+            assert await echo_once(silent, "s") == "s"
             stalled = await asyncio.to_thread(stalled_websocket, service.http_port)
             try:
                 signalled = service.signal(signal.SIGTERM)
-                message, _ = await close_frame(polite)
                 code = await asyncio.to_thread(service.wait_exit, 15)
                 exited = time.monotonic() - signalled
             finally:
                 stalled.close()
+            messages = [(await close_frame(ws))[0] for ws in (polite, silent)]
+            after = await asyncio.wait_for(silent.receive(), 5)
     assert code == 0, service.output()
-    assert message.type is aiohttp.WSMsgType.CLOSE
-    assert message.data == aiohttp.WSCloseCode.SERVICE_RESTART
+    for message in messages:
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert message.data == aiohttp.WSCloseCode.SERVICE_RESTART
+    assert after.type is aiohttp.WSMsgType.CLOSED, "the server closed the silent one's connection"
     [end_streams] = [e for e in service.events("shutdown_phase") if e["phase"] == "end_streams"]
     assert end_streams["outcome"] == "ok"
     # The stalled socket held the phase for the bound, then was cut; nothing waited longer.
