@@ -109,8 +109,8 @@ class Routes:
                     response = await handler(request, stream)
                     await stream.ended()
                 except Exception as error:
+                    stream.ended_by = "error"
                     if stream.response is not None and stream.response.prepared:
-                        stream.ended_by = "error"
                         log.exception("http_stream_failed", kind=kind, route=route)
                         response = stream.response  # its status line is sent: end it as it is
                     else:

@@ -49,7 +49,7 @@ BUFFER_LIMIT = 1000
 """Events held for one subscriber; a subscriber that falls further behind is disconnected."""
 PAGE = 200
 """Entries per XRANGE while catching up, and per XREAD of the reader."""
-READ_BLOCK_MS = 1000
+READ_BLOCK_S = 1.0
 READ_RETRY_S = 1.0
 
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
@@ -113,6 +113,8 @@ class ItemEvents(Component):
         self._redis = redis_client
         self._readiness = readiness
         self.stream = settings.events_stream
+        # Below the client's socket timeout, so a blocking read is never cut short.
+        self._block_ms = int(min(READ_BLOCK_S, settings.redis_socket_timeout / 2) * 1000) or 1
         self._subscribers: set[Subscriber] = set()
         self._following = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -136,19 +138,13 @@ class ItemEvents(Component):
         while True:
             try:
                 if cursor is None:  # where the stream ends now: entries after it are live
-                    cursor = (await self.client.xinfo_stream(self.stream))["last-generated-id"]
+                    cursor = (await self._info())["last-generated-id"]
                     await self._now_following()
                 reply: Any = await self.client.xread(
-                    {self.stream: cursor}, count=PAGE, block=READ_BLOCK_MS
+                    {self.stream: cursor}, count=PAGE, block=self._block_ms
                 )
             except DependencyUnavailableError:
                 await asyncio.sleep(0.1)  # still connecting
-                continue
-            except redis.ResponseError as error:
-                if "no such key" not in str(error):
-                    raise
-                cursor = "0-0"  # no stream yet: everything it will hold is live
-                await self._now_following()
                 continue
             except (redis.RedisError, OSError) as error:
                 log.warning("item_events_read_failed", error=str(error) or repr(error))
@@ -192,6 +188,7 @@ class ItemEvents(Component):
         except redis.ResponseError as error:
             if "no such key" not in str(error):
                 raise
+            # No stream yet: everything it will hold is new.
             return {"last-generated-id": "0-0", "length": 0, "entries-added": 0}
         return info
 
