@@ -24,7 +24,7 @@ from {{ cookiecutter.package_name }}.items_events import (
 
 from .metrics_support import scrape
 from .service import Service, http_get, isolated_names, running_service
-from .test_shutdown_streams import END_BOUND_S, listeners_closed_at
+from .test_shutdown_streams import END_BOUND_S, close_frame, echo_once, listeners_closed_at
 
 FAST = {"DRAIN_DELAY": "0.5", "SHUTDOWN_TIMEOUT": "10", "OUTBOX_POLL_INTERVAL": "0.05"}
 
@@ -109,9 +109,10 @@ async def published(service: Service, count: int) -> list[str]:
     raise AssertionError(f"fewer than {count} events published within 10 s")
 
 
-async def test_live_events_then_a_final_shutdown_event() -> None:
+async def test_live_events_then_a_final_shutdown_event_with_websockets_open() -> None:
     with running_service(**{**FAST, "DRAIN_DELAY": "1.5"}) as service:
         async with aiohttp.ClientSession() as session:
+            sockets = [await session.ws_connect(f"{service.url}/v1/echo/ws") for _ in range(2)]
             await create_item(session, service, "before")
             await published(service, 1)
             subscribers = [await subscribe(session, service) for _ in range(3)]
@@ -133,9 +134,14 @@ async def test_live_events_then_a_final_shutdown_event() -> None:
             during = await create_item(session, service, "during")
             for subscriber in subscribers:
                 assert [item for _, item in await subscriber.items(1)] == [during]
+            for ws in sockets:
+                assert await echo_once(ws, "during") == "during"
             assert time.monotonic() - signalled < 1.5, "checks must run inside the drain delay"
 
-            finals = [await subscriber.event(10) for subscriber in subscribers]
+            finals, closes = await asyncio.gather(
+                asyncio.gather(*(subscriber.event(10) for subscriber in subscribers)),
+                asyncio.gather(*(close_frame(ws) for ws in sockets)),
+            )
             ends = [await subscriber.block() for subscriber in subscribers]
         assert await asyncio.to_thread(service.wait_exit, 15) == 0, service.output()
         exited = time.monotonic() - signalled
@@ -149,9 +155,12 @@ async def test_live_events_then_a_final_shutdown_event() -> None:
         assert "id" not in final, "the final event must not move the client's Last-Event-ID"
         assert subscriber.received_at[-1] - closed_at < END_BOUND_S, service.output()
     assert ends == [None] * 4, "the response ends after the final event"
+    for message, received in closes:
+        assert message.data == aiohttp.WSCloseCode.SERVICE_RESTART
+        assert received - closed_at < END_BOUND_S, service.output()
     assert exited < 1.5 + 2.5, f"exited {exited:.2f}s after SIGTERM"
     [report] = service.events("shutdown_complete")
-    assert report["drained"]["http"]["streams_ended"] == 4
+    assert report["drained"]["http"]["streams_ended"] == 4 + 2
     lines = [line for line in service.events("http_stream") if line["kind"] == "sse"]
     assert sorted(line["messages_sent"] for line in lines) == [1, 4, 4, 4]
     assert {line["ended_by"] for line in lines} == {"shutdown"}
