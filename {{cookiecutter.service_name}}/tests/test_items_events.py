@@ -5,8 +5,10 @@ twice), the documented answers to a malformed or expired id, and the final `even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ import redis.asyncio as redis
 from {{ cookiecutter.package_name }}.errors import InvalidArgumentError
 from {{ cookiecutter.package_name }}.items_events import (
     BUFFER_LIMIT,
+    SEND_TIMEOUT_S,
     Subscriber,
     _gone_after,
     parse_last_event_id,
@@ -222,6 +225,76 @@ async def test_expired_last_event_id_restarts_from_the_oldest_entry_with_a_reset
             resumed = await subscribe(session, service, last_event_id=ids[2])
             newer = await create_item(session, service, "new")
             assert [item for _, item in await resumed.items(1)] == [newer]
+
+
+def stalled_subscriber(port: int) -> socket.socket:
+    """An SSE client that reads the response's headers, then stops reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /v1/items/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n") and len(head) < 65536:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def read_to_the_end(sock: socket.socket) -> bytes:
+    """What the server sent before it dropped the connection (bounded)."""
+    data = b""
+    with contextlib.suppress(ConnectionError):
+        while len(data) < 64 * 1024 * 1024 and (chunk := sock.recv(1 << 16)):
+            data += chunk
+    return data
+
+
+def event_ids(chunked: bytes) -> list[str]:
+    """The ids of the complete events in a chunked response body (cut anywhere)."""
+    body, rest = b"", chunked
+    while b"\r\n" in rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0 or len(rest) < size:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    complete = body.decode(errors="replace").split("\n\n")[:-1]  # the last may be cut
+    return [line[4:] for block in complete for line in block.split("\n") if line[:4] == "id: "]
+
+
+async def test_a_subscriber_that_stops_reading_is_cut_and_resumes_by_id() -> None:
+    with running_service(**FAST) as service:
+        async with aiohttp.ClientSession() as session:
+            item = await create_item(session, service, "big")  # the consumer finds it
+            await published(service, 1)
+            stalled = await asyncio.to_thread(stalled_subscriber, service.http_port)
+            try:
+                # Far more than the socket buffers and the subscriber's buffer hold.
+                client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+                payload = json.dumps({"item_id": item, "name": "x" * 2000, "quantity": 1})
+                async with client.pipeline(transaction=False) as pipe:
+                    for n in range(BUFFER_LIMIT * 4):
+                        fields = {"type": "item.created", "event_id": f"e{n}", "payload": payload}
+                        pipe.xadd(service.env["EVENTS_STREAM"], fields)  # type: ignore[arg-type]
+                    await pipe.execute()
+                await client.aclose()
+                for _ in range(200):
+                    if [e for e in service.events("http_stream") if e["ended_by"] == "slow"]:
+                        break
+                    await asyncio.sleep(0.05)
+                received = event_ids(await asyncio.to_thread(read_to_the_end, stalled))
+            finally:
+                stalled.close()
+            [cut] = [e for e in service.events("http_stream") if e["kind"] == "sse"]
+            assert cut["ended_by"] == "slow", service.output()
+            # Cut by the buffer's bound, not after the stalled write's SEND_TIMEOUT_S.
+            assert cut["duration_ms"] < SEND_TIMEOUT_S * 1000 / 2, cut
+            assert 0 < len(received) < BUFFER_LIMIT * 4
+            ids = await stream_ids(service)
+            assert received == ids[1 : 1 + len(received)], "in order, none skipped"
+            resumed = await subscribe(session, service, last_event_id=received[-1])
+            assert await resumed.items(1) == [(ids[1 + len(received)], item)]
 
 
 def test_a_subscriber_that_falls_behind_is_disconnected_not_buffered_without_bound() -> None:

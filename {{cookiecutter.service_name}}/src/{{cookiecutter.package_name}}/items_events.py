@@ -18,6 +18,7 @@ import contextlib
 import json
 import re
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -78,7 +79,7 @@ def parse_last_event_id(value: str | None) -> str | None:
 class Subscriber:
     """One SSE stream's buffer of live entries, filled by the reader."""
 
-    __slots__ = ("ending", "entries", "gone", "overflowed", "wake")
+    __slots__ = ("cut", "ending", "entries", "gone", "overflowed", "wake")
 
     def __init__(self) -> None:
         self.entries: deque[Entry] = deque()
@@ -86,11 +87,18 @@ class Subscriber:
         self.overflowed = False
         self.ending = False
         self.gone = False
+        self.cut: Callable[[], None] | None = None
+        """Drops the connection: called when the buffer overflows, as the handler may be stuck
+        writing to a client that stopped reading."""
 
     def deliver(self, entry: Entry) -> None:
+        if self.overflowed:
+            return
         if len(self.entries) >= BUFFER_LIMIT:
-            self.overflowed = True
-        elif not self.overflowed:
+            self.overflowed = True  # the client resumes by id, from the stream
+            if self.cut is not None:
+                self.cut()
+        else:
             self.entries.append(entry)
         self.wake.set()
 
@@ -247,12 +255,15 @@ async def item_events(request: web.Request, stream: OpenStream) -> web.StreamRes
         )
         await response.prepare(request)
         stream.serving(response, subscriber.end)
+        if request.transport is not None:
+            subscriber.cut = request.transport.abort
         gone = asyncio.ensure_future(response.wait())  # the pings stop when the client is gone
         gone.add_done_callback(lambda _: subscriber.went_away())
         try:
             await _send_events(response, stream, events, subscriber, cursor, reset, last_event_id)
         except ConnectionResetError:
-            pass  # the client went away
+            if subscriber.overflowed:  # else the client went away
+                stream.ended_by = "slow"
         except TimeoutError:
             stream.ended_by = "slow"  # aiohttp-sse cut the connection: a write stalled
         finally:
@@ -297,7 +308,6 @@ async def _send_events(
             return
         if subscriber.overflowed:
             stream.ended_by = "slow"
-            log.warning("item_events_subscriber_too_slow", buffered=BUFFER_LIMIT)
             return
         while subscriber.entries and not subscriber.ending:
             entry_id, fields = subscriber.entries.popleft()
