@@ -160,6 +160,23 @@ async def test_clients_that_never_answer_or_never_read_are_cut_and_exit_stays_0(
     assert exited < 0.2 + 3.0, f"exited {exited:.2f}s after SIGTERM"
 
 
+async def test_a_websocket_the_client_closes_is_logged_and_counted() -> None:
+    with running_service() as service:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"{service.url}/v1/echo/ws")
+            assert [await echo_once(ws, text) for text in ("a", "b")] == ["a", "b"]
+            await ws.close()
+        line = await asyncio.to_thread(service.wait_for_event, "http_stream")
+        samples = await asyncio.to_thread(scrape, service)
+    assert line["ended_by"] == "client"
+    assert line["messages_sent"] == 2
+    assert line["route"] == "/v1/echo/ws"
+    assert line["request_id"]
+    assert samples.get("http_server_open_streams", kind="websocket") == 0
+    assert samples.get("http_server_streams_ended_total", kind="websocket", ended_by="client") == 1
+    assert samples.get("http_server_stream_messages_sent_total", kind="websocket") == 2
+
+
 async def test_websocket_upgrade_errors_answer_json() -> None:
     with running_service() as service:
         status, body, _ = await asyncio.to_thread(http_get, f"{service.url}/v1/echo/ws")
