@@ -2,7 +2,8 @@
 
 They keep echoing through the drain delay, new ones are accepted until the listeners close, and
 every one gets its close frame (1012) right after that; a client that never answers the close
-handshake is cut after its bound and does not change the exit code.
+handshake is closed after its bound, one that never reads is cut, and neither changes the exit
+code.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from {{ cookiecutter.package_name }}.echo_ws import CLOSE_TIMEOUT_S
+
 from .metrics_support import scrape
 from .service import Service, http_get, running_service
 
@@ -29,6 +32,12 @@ END_BOUND_S = 0.5
 def log_time(event: dict[str, Any]) -> float:
     """A log line's timestamp as Unix time (the service writes UTC, ISO 8601)."""
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def end_streams_phase(service: Service) -> dict[str, Any]:
+    [phase] = [e for e in service.events("shutdown_phase") if e["phase"] == "end_streams"]
+    assert phase["outcome"] == "ok", phase
+    return phase
 
 
 def listeners_closed_at(service: Service) -> float:
@@ -87,6 +96,8 @@ async def test_websockets_echo_through_the_drain_delay_then_get_1012() -> None:
         assert message.extra == "server shutting down"
         assert received - closed_at < END_BOUND_S, (received - closed_at, service.output())
     assert exited < 1.5 + 2.0, f"exited {exited:.2f}s after SIGTERM, SHUTDOWN_TIMEOUT is 10s"
+    # Every client answered the close frame: the handshakes ended well before their bound.
+    assert end_streams_phase(service)["duration_s"] < CLOSE_TIMEOUT_S, service.output()
     [report] = service.events("shutdown_complete")
     assert report["drained"]["http"]["streams_ended"] == 11
     lines = service.events("http_stream")
@@ -130,7 +141,7 @@ def stalled_websocket(port: int) -> socket.socket:
     raise AssertionError("the server kept reading a client that never reads")
 
 
-async def test_clients_that_never_answer_or_never_read_are_cut_and_exit_stays_0() -> None:
+async def test_a_client_that_never_answers_the_close_is_closed_after_the_bound() -> None:
     with running_service(DRAIN_DELAY="0.2", SHUTDOWN_TIMEOUT="10") as service:
         async with aiohttp.ClientSession() as session:
             polite = await session.ws_connect(f"{service.url}/v1/echo/ws")
@@ -138,13 +149,9 @@ async def test_clients_that_never_answer_or_never_read_are_cut_and_exit_stays_0(
             silent = await session.ws_connect(f"{service.url}/v1/echo/ws", autoclose=False)
             assert await echo_once(polite, "p") == "p"
             assert await echo_once(silent, "s") == "s"
-            stalled = await asyncio.to_thread(stalled_websocket, service.http_port)
-            try:
-                signalled = service.signal(signal.SIGTERM)
-                code = await asyncio.to_thread(service.wait_exit, 15)
-                exited = time.monotonic() - signalled
-            finally:
-                stalled.close()
+            signalled = service.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(service.wait_exit, 15)
+            exited = time.monotonic() - signalled
             messages = [(await close_frame(ws))[0] for ws in (polite, silent)]
             after = await asyncio.wait_for(silent.receive(), 5)
     assert code == 0, service.output()
@@ -152,10 +159,27 @@ async def test_clients_that_never_answer_or_never_read_are_cut_and_exit_stays_0(
         assert message.type is aiohttp.WSMsgType.CLOSE
         assert message.data == aiohttp.WSCloseCode.SERVICE_RESTART
     assert after.type is aiohttp.WSMsgType.CLOSED, "the server closed the silent one's connection"
-    [end_streams] = [e for e in service.events("shutdown_phase") if e["phase"] == "end_streams"]
-    assert end_streams["outcome"] == "ok"
-    # The stalled socket held the phase for the bound, then was cut; nothing waited longer.
-    assert END_BOUND_S <= end_streams["duration_s"] < END_BOUND_S + 0.5, end_streams
+    # The silent socket held the phase for its handshake's bound, and no longer; not cut.
+    duration = end_streams_phase(service)["duration_s"]
+    assert CLOSE_TIMEOUT_S - 0.05 <= duration < END_BOUND_S, service.output()
+    assert not service.events("http_streams_cut"), service.output()
+    assert exited < 0.2 + 3.0, f"exited {exited:.2f}s after SIGTERM"
+
+
+async def test_a_client_that_never_reads_is_cut_after_the_bound_and_exit_stays_0() -> None:
+    with running_service(DRAIN_DELAY="0.2", SHUTDOWN_TIMEOUT="10") as service:
+        stalled = await asyncio.to_thread(stalled_websocket, service.http_port)
+        try:
+            signalled = service.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(service.wait_exit, 15)
+            exited = time.monotonic() - signalled
+        finally:
+            stalled.close()
+    assert code == 0, service.output()
+    # Not even the close frame gets through: the socket holds the phase for END_TIMEOUT, then
+    # is cut; nothing waits longer.
+    duration = end_streams_phase(service)["duration_s"]
+    assert END_BOUND_S <= duration < END_BOUND_S + 0.5, service.output()
     assert service.events("http_streams_cut"), service.output()
     assert exited < 0.2 + 3.0, f"exited {exited:.2f}s after SIGTERM"
 

@@ -7,6 +7,9 @@ what a rolling restart is; clients treat both as a clean close, and 1012 tells t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .echo import MAX_MESSAGE_CHARS
@@ -17,8 +20,11 @@ HEARTBEAT_S = 15.0
 firing and finds clients that went away without closing."""
 
 CLOSE_TIMEOUT_S = END_TIMEOUT * 0.8
-"""How long the close handshake waits for the client's close frame before the connection is
-closed anyway: inside the shutdown's END_TIMEOUT, so the socket closes itself, uncut."""
+"""How long the shutdown's close handshake waits for the client's close frame; then the
+connection is closed anyway. Inside the shutdown's END_TIMEOUT, so the socket closes itself."""
+
+SHUTDOWN_CLOSE = WSCloseCode.SERVICE_RESTART.to_bytes(2, "big") + SHUTTING_DOWN.encode()
+"""The close frame's payload: the code, then the reason."""
 
 
 async def echo_websocket(request: web.Request, stream: OpenStream) -> web.WebSocketResponse:
@@ -29,16 +35,33 @@ async def echo_websocket(request: web.Request, stream: OpenStream) -> web.WebSoc
         max_msg_size=MAX_MESSAGE_CHARS * 4,  # UTF-8: at most 4 bytes a character
     )
     await ws.prepare(request)
-    stream.serving(
-        ws, lambda: ws.close(code=WSCloseCode.SERVICE_RESTART, message=SHUTTING_DOWN.encode())
-    )
-    async for message in ws:
-        if message.type is WSMsgType.TEXT:
-            try:
-                await ws.send_str(message.data)
-            except ConnectionResetError:  # closing: the shutdown's close frame went out first
-                break
-            stream.message_sent()
-        elif message.type is WSMsgType.BINARY:
-            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text messages only")
+    closing = asyncio.Event()
+    done = asyncio.Event()
+
+    async def end() -> None:
+        """The close handshake, bounded. Only the close frame is sent from here: `ws.close()`
+        while the handler reads would close the connection without waiting for the client's
+        answer. The client's close frame ends the loop below, and aiohttp closes the
+        connection; a client that does not answer is cut after CLOSE_TIMEOUT_S."""
+        closing.set()
+        await ws.send_frame(SHUTDOWN_CLOSE, WSMsgType.CLOSE)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), CLOSE_TIMEOUT_S)
+        await ws.close(code=WSCloseCode.SERVICE_RESTART, message=SHUTTING_DOWN.encode())
+
+    stream.serving(ws, end)
+    try:
+        async for message in ws:
+            if closing.is_set():
+                continue  # after our close frame, nothing more is sent: wait for the client's
+            if message.type is WSMsgType.TEXT:
+                try:
+                    await ws.send_str(message.data)
+                except ConnectionResetError:  # the connection is closing: nothing to answer
+                    break
+                stream.message_sent()
+            elif message.type is WSMsgType.BINARY:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text messages only")
+    finally:
+        done.set()
     return ws
