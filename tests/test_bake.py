@@ -133,6 +133,40 @@ def test_expected_files(baked: tuple[dict[str, str], Path]) -> None:
         assert "grpc" not in (project / f"src/{package}/app.py").read_text(encoding="utf-8")
 
 
+def test_http_streams_files(baked: tuple[dict[str, str], Path]) -> None:
+    check_http_streams_files(*baked)
+
+
+def test_http_streams_files_without_the_items_example(tmp_path: Path) -> None:
+    overrides = {"use_postgres": "no", "use_redis": "no", "use_consumer": "no"}
+    result = cookiecutter_cli(tmp_path / "out", overrides, config_dir=tmp_path / "config")
+    check_ok(result, f"cookiecutter {overrides}")
+    check_http_streams_files(expected_answers(overrides), tmp_path / "out" / "orders")
+
+
+def check_http_streams_files(answers: dict[str, str], project: Path) -> None:
+    """The WebSocket echo is always there; the SSE item events come with the items example."""
+    package = answers["package_name"]
+    for name in [
+        f"src/{package}/http_streams.py",
+        f"src/{package}/echo_ws.py",
+        "tests/test_shutdown_streams.py",
+    ]:
+        assert (project / name).is_file(), name
+    sse = [f"src/{package}/items_events.py", "tests/test_items_events.py"]
+    pyproject = (project / "pyproject.toml").read_text(encoding="utf-8")
+    lock = (project / "uv.lock").read_text(encoding="utf-8")
+    if answers["use_postgres"] == "yes":
+        assert all((project / name).is_file() for name in sse)
+        assert '"aiohttp-sse==' in pyproject
+        assert 'name = "aiohttp-sse"' in lock
+    else:
+        assert [name for name in sse if (project / name).exists()] == []
+        assert "aiohttp-sse" not in pyproject
+        assert "aiohttp-sse" not in lock
+        assert "items_events" not in (project / f"src/{package}/app.py").read_text("utf-8")
+
+
 def test_nothing_left_unrendered(baked: tuple[dict[str, str], Path]) -> None:
     _, project = baked
     files = text_files(project)

@@ -7,6 +7,11 @@ keep-alive{% if cookiecutter.use_grpc == "yes" %}, gRPC over h2c{% endif %}), ea
 with maxSurge 1 / maxUnavailable 0 does it: start the replacement, wait until it is ready and in
 the balancer, SIGTERM the old one, wait for its exit. Also `python -m scripts.rollout_check -h`.
 
+Streams ride along: WebSocket clients echo through the balancer and reconnect after each close
+frame (anything but a 1012 close is an abnormal close, a failure){% if cookiecutter.use_postgres == "yes" %}; an SSE subscriber follows
+`/v1/items/events`, reconnecting with `Last-Event-ID`, while items are created: every created item
+must arrive once (a gap or a duplicate is a failure){% endif %}.
+
 Replicas run the exact ENTRYPOINT/CMD of the Dockerfile, with this virtualenv's python first on
 PATH, and the configuration of this environment (the `.env` file is not read: each replica runs in
 a scratch directory). Everything listens on 127.0.0.1; only processes this script started are
@@ -31,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,9 @@ DOCKERFILE = PROJECT / "Dockerfile"
 PACKAGE = "{{ cookiecutter.package_name }}"
 GRPC = {{ "True" if cookiecutter.use_grpc == "yes" else "False" }}
 MIGRATE = {{ "True" if cookiecutter.use_postgres == "yes" else "False" }}
+ITEMS = MIGRATE  # the items example, with its SSE stream of item.created
+SERVICE_RESTART = 1012  # the close code of a WebSocket ended by a shutdown
+SSE_CATCH_UP_S = 10.0  # after the load: how long the subscriber may take to get the last items
 SLOTS = 3  # two replicas and a free slot for the surge replica
 CHECK_INTER_MS = 200
 COMMAND_TIMEOUT = 120  # seconds for `migrate` and HAProxy's config check
@@ -137,6 +145,9 @@ class Report:
     failures: Counter[str] = field(default_factory=Counter)
     failure_samples: list[str] = field(default_factory=list)
     restarts: list[Restart] = field(default_factory=list)
+    streams: Counter[str] = field(default_factory=Counter)
+    """WebSocket sessions, close frames and abnormal closes; SSE connections, events, final
+    events, gaps and duplicates; items created."""
 
     @property
     def total_requests(self) -> int:
@@ -162,6 +173,7 @@ class Report:
             "total_failures": self.total_failures,
             "failure_samples": self.failure_samples,
             "restarts": [asdict(restart) for restart in self.restarts],
+            "streams": dict(self.streams),
         }
 
     def text(self) -> str:
@@ -178,8 +190,18 @@ class Report:
                 if self.failures
                 else ""
             ),
-            " #  replica -> new  ready  in-LB  out-of-LB  exit  code",
+            f"websocket: {self.streams['ws_sessions']} sessions, "
+            f"{self.streams['ws_close_frames']} close frames {SERVICE_RESTART}, "
+            f"abnormal closes: {self.streams['ws_abnormal_closes']}",
         ]
+        if ITEMS:
+            lines.append(
+                f"sse: {self.streams['sse_events']} events of {self.streams['items_created']} "
+                f"items created, {self.streams['sse_connections']} connections, "
+                f"{self.streams['sse_final_events']} final events, "
+                f"gaps: {self.streams['sse_gaps']}, duplicates: {self.streams['sse_duplicates']}"
+            )
+        lines.append(" #  replica -> new  ready  in-LB  out-of-LB  exit  code")
         for number, restart in enumerate(self.restarts, 1):
             lines.append(
                 f"{number:2d}  {restart.replica:>7} -> {restart.replacement:<3} "
@@ -188,6 +210,20 @@ class Report:
             )
         lines += [f"  {sample}" for sample in self.failure_samples[:5]]
         return "\n".join(lines)
+
+
+async def sse_blocks(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, str]]:
+    """The stream's blocks (lines up to a blank line) as {field: value}; comments skipped."""
+    block: dict[str, str] = {}
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if line:
+            name, _, value = line.partition(":")
+            if name:
+                block[name] = value.removeprefix(" ")
+        elif block:
+            yield block
+            block = {}
 
 
 def haproxy_config(slots: Sequence[Slot], http_front: int, grpc_front: int, sock: Path) -> str:
@@ -292,6 +328,10 @@ class Rollout:
         self.generation = 0
         self.command = dockerfile_command()
         self.stop_load = asyncio.Event()
+        self.created: list[int] = []  # items created through the balancer (201)
+        self.received: Counter[int] = Counter()  # item ids the SSE subscriber got
+        self.received_ids: Counter[str] = Counter()  # their stream entry ids
+        self.subscribed = asyncio.Event()
         self.deadline: float = time.monotonic() + args.timeout
 
     def remaining(self) -> float:
@@ -453,6 +493,115 @@ class Rollout:
                     self.report.failed("grpc", f"{error.code().name} {error.details()}")
 {%- endif %}
 
+    async def websocket_client(self, worker: int) -> None:
+        """Echo over a WebSocket; after each close frame, reconnect (through the balancer)."""
+        url = f"http://127.0.0.1:{self.http_front}/v1/echo/ws"
+        async with aiohttp.ClientSession() as session:
+            while not self.stop_load.is_set():
+                try:
+                    async with session.ws_connect(url) as ws:
+                        self.report.streams["ws_sessions"] += 1
+                        await self.echo_until_closed(ws, worker)
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    self.report.failed("websocket", repr(error))
+                    await asyncio.sleep(0.1)
+
+    async def echo_until_closed(self, ws: aiohttp.ClientWebSocketResponse, worker: int) -> None:
+        sequence = 0
+        while not self.stop_load.is_set():
+            sequence += 1
+            message = f"w{worker}-{sequence}"
+            with contextlib.suppress(ConnectionResetError):  # closing: the close frame is due
+                await ws.send_str(message)
+            reply = await ws.receive(timeout=10)
+            if reply.type is aiohttp.WSMsgType.TEXT:
+                if reply.data != message:
+                    self.report.failed("websocket", f"echo {reply.data!r} for {message!r}")
+                await asyncio.sleep(self.args.delay_ms / 1000)
+                continue
+            if reply.type is aiohttp.WSMsgType.CLOSE and reply.data == SERVICE_RESTART:
+                self.report.streams["ws_close_frames"] += 1
+            else:
+                self.report.streams["ws_abnormal_closes"] += 1
+                self.report.failed("websocket", f"{reply.type.name} {reply.data} {reply.extra}")
+            return
+
+    async def sse_subscriber(self) -> None:
+        """Follow the item events; reconnect with Last-Event-ID whenever the stream ends."""
+        url = f"http://127.0.0.1:{self.http_front}/v1/items/events"
+        last_event_id: str | None = None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+                retry_ms = 100
+                try:
+                    async with session.get(url, headers=headers) as response:
+                        if response.status != 200:
+                            self.report.failed("sse", f"{response.status} {await response.text()}")
+                            await asyncio.sleep(0.1)
+                            continue
+                        self.report.streams["sse_connections"] += 1
+                        self.subscribed.set()
+                        final = False
+                        async for block in sse_blocks(response):
+                            event = block.get("event")
+                            if event == "item.created":
+                                last_event_id = block["id"]
+                                self.received_ids[last_event_id] += 1
+                                self.received[json.loads(block["data"])["item"]["id"]] += 1
+                                self.report.streams["sse_events"] += 1
+                            elif event == "shutdown":
+                                final = True
+                                retry_ms = int(block.get("retry", retry_ms))
+                                self.report.streams["sse_final_events"] += 1
+                            elif event == "reset":
+                                self.report.failed("sse", f"reset: {block.get('data')}")
+                        if not final:
+                            self.report.failed("sse", "the stream ended without a final event")
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    self.report.failed("sse", repr(error))
+                await asyncio.sleep(retry_ms / 1000)
+
+    async def item_creator(self) -> None:
+        url = f"http://127.0.0.1:{self.http_front}/v1/items"
+        connector = aiohttp.TCPConnector(limit=1)
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            sequence = 0
+            while not self.stop_load.is_set():
+                sequence += 1
+                self.report.requests["items"] += 1
+                try:
+                    item = {"name": f"rollout-{sequence}", "quantity": 1}
+                    async with session.post(url, json=item) as response:
+                        body = await response.json(content_type=None)
+                        if response.status == 201:
+                            self.created.append(int(body["id"]))
+                        else:
+                            self.report.failed("items", f"{response.status} {body}")
+                except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                    self.report.failed("items", repr(error))
+                await asyncio.sleep(self.args.delay_ms / 1000)
+
+    async def sse_settle(self, subscriber: asyncio.Task[None]) -> None:
+        """Give the subscriber the last items (bounded), stop it, count gaps and duplicates."""
+        for _ in range(int(SSE_CATCH_UP_S / 0.05)):
+            if set(self.created) <= set(self.received):
+                break
+            await asyncio.sleep(0.05)
+        subscriber.cancel()
+        await asyncio.gather(subscriber, return_exceptions=True)
+        self.report.streams["items_created"] = len(self.created)
+        gaps = [item for item in self.created if item not in self.received]
+        duplicates = {entry: count for entry, count in self.received_ids.items() if count > 1}
+        self.report.streams["sse_gaps"] = len(gaps)
+        self.report.streams["sse_duplicates"] = sum(count - 1 for count in duplicates.values())
+        for item in gaps:
+            self.report.failed("sse", f"gap: item {item} never arrived")
+        for entry, count in duplicates.items():
+            self.report.failed("sse", f"duplicate: entry {entry} arrived {count} times")
+
     async def run(self) -> Report:
         began = time.monotonic()
         if MIGRATE:
@@ -470,6 +619,15 @@ class Rollout:
 {%- if cookiecutter.use_grpc == "yes" %}
         load += [asyncio.create_task(self.grpc_load(i)) for i in range(self.args.grpc_workers)]
 {%- endif %}
+        load += [
+            asyncio.create_task(self.websocket_client(i))
+            for i in range(self.args.websocket_workers)
+        ]
+        subscriber = asyncio.create_task(self.sse_subscriber()) if ITEMS else None
+        if subscriber is not None:
+            async with asyncio.timeout(self.remaining()):
+                await self.subscribed.wait()  # before the first item: it starts at the end
+            load.append(asyncio.create_task(self.item_creator()))
         try:
             await asyncio.sleep(self.args.settle)
             for _ in range(self.args.rounds):
@@ -481,6 +639,8 @@ class Rollout:
             await asyncio.wait(load, timeout=15)
             for task in load:
                 task.cancel()
+            if subscriber is not None:
+                await self.sse_settle(subscriber)
         self.report.duration_s = time.monotonic() - began
         return self.report
 
@@ -519,6 +679,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--shutdown-timeout", type=float, default=10.0, help="SHUTDOWN_TIMEOUT")
     parser.add_argument("--http-workers", type=int, default=8, help="keep-alive HTTP clients")
     parser.add_argument("--grpc-workers", type=int, default=8, help="concurrent gRPC callers")
+    parser.add_argument("--websocket-workers", type=int, default=4, help="WebSocket clients")
     parser.add_argument("--delay-ms", type=int, default=20, help="server time per request")
     parser.add_argument("--settle", type=float, default=1.0, help="load before/after, seconds")
     parser.add_argument("--timeout", type=float, default=180.0, help="whole check, seconds")

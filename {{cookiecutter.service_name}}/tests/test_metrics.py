@@ -116,7 +116,11 @@ async def test_metrics_task_stacks_and_report_across_traffic_sigusr1_and_sigterm
         assert service.wait_exit(timeout=15) == 0, service.output()
 
     [report] = service.events("shutdown_complete")
-    assert report["drained"]["http"] == {"requests_in_flight_at_close": 1, "slow_clients_cut": 0}
+    assert report["drained"]["http"] == {
+        "requests_in_flight_at_close": 1,
+        "slow_clients_cut": 0,
+        "streams_ended": 0,
+    }
     assert report["unfinished"] == []
     access = [e for e in service.events("http_request") if e["route"] == "/v1/echo"]
     assert [e["status"] for e in access] == [200, 200, 200, 400, 200]

@@ -64,6 +64,18 @@ def test_rolling_restarts_under_load_fail_no_request(tmp_path: Path) -> None:
     for restart in report["restarts"]:
         # Out of the balancer well inside the drain delay: that is what makes it work.
         assert restart["out_of_balancer_s"] < 1.5, report["output"]
+    # Streams: every WebSocket on a restarted replica got its close frame and reconnected.
+    streams = report["streams"]
+    assert streams["ws_close_frames"] >= 1, report["output"]
+    assert streams.get("ws_abnormal_closes", 0) == 0, report["output"]
+{%- if cookiecutter.use_postgres == "yes" %}
+    # The SSE subscriber was on a restarted replica at least once, resumed by Last-Event-ID, and
+    # got every item created across the restarts exactly once.
+    assert streams["sse_final_events"] >= 1, report["output"]
+    assert streams["items_created"] > 20, report["output"]
+    assert streams["sse_events"] == streams["items_created"], report["output"]
+    assert (streams["sse_gaps"], streams["sse_duplicates"]) == (0, 0), report["output"]
+{%- endif %}
 
 
 @pytest.mark.timeout(120)

@@ -21,6 +21,7 @@ from .items import ITEM_CREATED, ItemStore, on_item_created, on_items_created
 {% else -%}
 from .items import ItemStore
 {% endif -%}
+from .items_events import ItemEvents, item_event_routes
 {% if cookiecutter.use_grpc == "yes" -%}
 from .items_grpc import item_service
 {% endif -%}
@@ -70,6 +71,9 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
     items = ItemStore(db, redis, settings{% if cookiecutter.use_tracing == "yes" %}, tracing.events{% endif %})
     components.append(OutboxRelay(db, redis, settings))
     http_routes.append(item_routes(items))
+    item_events = ItemEvents(redis, settings, readiness)
+    components.append(item_events)
+    http_routes.append(item_event_routes(item_events))
 {%- if cookiecutter.use_grpc == "yes" %}
     grpc_services.append(item_service(items, settings))
 {%- endif %}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from time import perf_counter
@@ -18,7 +18,9 @@ from pydantic import BaseModel, Field
 
 from .connection import ClientBodyError, ClientLimits, connection_factory, error_response
 from .echo import MAX_MESSAGE_CHARS, check_delay_ms, check_message, echo
-from .errors import InvalidArgumentError, ServiceError, UnsupportedMediaTypeError
+from .echo_ws import echo_websocket
+from .errors import InvalidArgumentError, ServiceError, UnavailableError, UnsupportedMediaTypeError
+from .http_streams import SHUTTING_DOWN, OpenStream, StreamKind, Streams
 from .inflight import InFlight
 from .lifecycle import Component
 from .listener import Listener
@@ -36,6 +38,9 @@ SERVICE = "{{ cookiecutter.service_name }}"
 RETRY_AFTER_S = 1
 """What a shed request's `Retry-After` says: by then the burst has usually passed, or the load
 balancer has moved the client elsewhere."""
+StreamHandler = Callable[[web.Request, OpenStream], Awaitable[web.StreamResponse]]
+"""A stream's handler: the request and its `OpenStream` (see `Routes.stream`)."""
+
 
 CUT_MARGIN_S = 0.5
 """Kept between the cut of slow clients and the drain deadline: their handlers answer 408 in it."""
@@ -55,6 +60,7 @@ class Routes:
         in_flight: InFlight,
         metrics: RequestMetrics,
         max_in_flight: int,
+        streams: Streams,
     ) -> None:
         self.app = app
         """The application, for the state handlers need (`app[KEY] = value`)."""
@@ -62,6 +68,7 @@ class Routes:
         self._in_flight = in_flight
         self._metrics = metrics
         self._max_in_flight = max_in_flight
+        self._streams = streams
         self.docs: dict[str, dict[str, tuple[Doc, bool]]] = {}
         """What each route says about itself, for `GET /openapi.json`: path -> method -> (its
         Doc, whether it can be shed)."""
@@ -95,6 +102,49 @@ class Routes:
         resource.add_route(method, served)
         if doc is not None:
             self.docs.setdefault(resource.canonical, {})[method] = (doc, shed)
+
+    def stream(self, path: str, kind: StreamKind, handler: StreamHandler) -> None:
+        """GET `path` as a long-lived stream (WebSocket, SSE). Streams are not requests: the
+        drain does not wait for them (the shutdown ends them right after the listeners close,
+        through what the handler gave `OpenStream.serving`), they are counted by kind in
+        `http_server_open_streams`, and each writes one `http_stream` access log line when it
+        ends. Before the response is prepared, errors answer JSON as for any request."""
+        resource = self.app.router.add_resource(path)
+        resource.add_route("GET", self._streamed(handler, kind, resource.canonical))
+
+    def _streamed(self, handler: StreamHandler, kind: StreamKind, route: str) -> Handler:
+        readiness, streams = self._readiness, self._streams
+        task_name = f"http {kind} {route} request_id="
+
+        async def streamed(request: web.Request) -> web.StreamResponse:
+            request_id = request_id_from(request.headers.get(HTTP_HEADER))
+            bound = REQUEST_ID.set(request_id)
+            stream = streams.open(kind, route, task_name + request_id)
+            status = 500
+            try:
+                try:
+                    if streams.ending:  # a keep-alive connection asking after the listeners closed
+                        raise UnavailableError(SHUTTING_DOWN)
+                    response = await handler(request, stream)
+                    await stream.ended()
+                except Exception as error:
+                    stream.ended_by = "error"
+                    if stream.response is not None and stream.response.prepared:
+                        log.exception("http_stream_failed", kind=kind, route=route)
+                        response = stream.response  # its status line is sent: end it as it is
+                    else:
+                        response = _error_response(error, route, request)
+                if not response.prepared:
+                    response.headers[HTTP_HEADER] = request_id
+                    if readiness.shutting_down:
+                        response.force_close()
+                status = response.status
+            finally:
+                streams.close(stream, status)
+                REQUEST_ID.reset(bound)
+            return response
+
+        return streamed
 
     def add_fallback(self) -> None:
         """Last: every other path and method gets a JSON 404 or 405 (aiohttp's own are text)."""
@@ -298,16 +348,20 @@ def create_app(
     readiness: Readiness,
     in_flight: InFlight,
     features: Sequence[HttpRoutes] = (),
+    streams: Streams | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_request_body_bytes)
     app[SETTINGS] = settings
     app[READINESS] = readiness
-    metrics = http_metrics(settings.writes_access_log)
-    routes = Routes(app, readiness, in_flight, metrics, settings.http_max_in_flight)
+    access_log = settings.writes_access_log
+    streams = streams if streams is not None else Streams(access_log)
+    metrics = http_metrics(access_log)
+    routes = Routes(app, readiness, in_flight, metrics, settings.http_max_in_flight, streams)
     routes.get("/livez", livez, doc=LIVEZ, shed=False)
     routes.get("/readyz", readyz, doc=READYZ, shed=False)
     routes.get("/v1/echo", echo_get, doc=ECHO_GET)
     routes.post("/v1/echo", echo_post, doc=ECHO_POST)
+    routes.stream("/v1/echo/ws", "websocket", echo_websocket)
     for add_routes in features:
         add_routes(routes)
     document = json.dumps(openapi_document(SERVICE, _version(), routes.docs)).encode()
@@ -344,8 +398,9 @@ class HttpServer(Component):
         self._in_flight = InFlight()
         self._in_flight_at_close = 0
         self._clients = ClientLimits(settings.http_header_timeout, settings.http_body_timeout)
+        self._streams = Streams(settings.writes_access_log)
         HTTP_IN_FLIGHT.set_function(self._in_flight.__len__)
-        app = create_app(settings, readiness, self._in_flight, features)
+        app = create_app(settings, readiness, self._in_flight, features, self._streams)
         # Our own phases bound the drain; aiohttp's timeout only bounds the final cleanup.
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
@@ -387,6 +442,9 @@ class HttpServer(Component):
             )
             self._clients.cut(server.connections, cut_at)
 
+    async def end_streams(self) -> None:
+        await self._streams.end_all()
+
     async def drain(self) -> None:
         """In-flight requests finish, and clients still sending finish or are cut (by the cut
         time: this polls only while such clients remain)."""
@@ -404,10 +462,11 @@ class HttpServer(Component):
         await self._runner.cleanup()
 
     def unfinished(self) -> list[asyncio.Task[object]]:
-        return self._in_flight.tasks()
+        return [*self._in_flight.tasks(), *self._streams.tasks.tasks()]
 
     def shutdown_report(self) -> dict[str, int]:
         return {
             "requests_in_flight_at_close": self._in_flight_at_close,
             "slow_clients_cut": self._clients.cut_clients,
+            "streams_ended": self._streams.ended_by_shutdown,
         }

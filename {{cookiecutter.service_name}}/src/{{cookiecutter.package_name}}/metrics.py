@@ -136,6 +136,20 @@ REQUESTS_SHED = Counter(
     "RESOURCE_EXHAUSTED).",
     ["server"],
 )
+HTTP_OPEN_STREAMS = Gauge(
+    "http_server_open_streams", "HTTP streams open, by kind (websocket, sse).", ["kind"]
+)
+HTTP_STREAMS_ENDED = Counter(
+    "http_server_streams_ended",
+    "HTTP streams ended, by kind and by what ended them: client (closed or went away), shutdown "
+    "(close frame or final event), slow (could not keep up, cut), error.",
+    ["kind", "ended_by"],
+)
+HTTP_STREAM_MESSAGES = Counter(
+    "http_server_stream_messages_sent",
+    "Messages sent on HTTP streams (WebSocket messages, SSE events), by kind.",
+    ["kind"],
+)
 {%- if cookiecutter.use_grpc == "yes" %}
 GRPC_RPCS = RequestFamilies(
     "grpc_server_handled",
