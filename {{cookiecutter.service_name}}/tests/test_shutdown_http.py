@@ -79,7 +79,10 @@ async def test_readiness_off_at_once_new_connections_until_drain_delay_ends() ->
 
 
 async def test_handler_past_the_deadline_is_cancelled_and_named() -> None:
-    with running_service(DRAIN_DELAY="0.5", SHUTDOWN_TIMEOUT="3") as service:
+    # The outbox relay (with the items example) polls once at start, then waits: it is idle at
+    # the deadline however slow a loaded machine makes its poll.
+    env = {"OUTBOX_POLL_INTERVAL": "60"}
+    with running_service(DRAIN_DELAY="0.5", SHUTDOWN_TIMEOUT="3", **env) as service:
         async with aiohttp.ClientSession() as session:
             stuck = asyncio.create_task(_echo(session, service.url, "stuck", 30_000))
             await asyncio.sleep(0.3)

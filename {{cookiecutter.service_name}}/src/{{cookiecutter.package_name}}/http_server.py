@@ -103,7 +103,9 @@ class Routes:
         if doc is not None:
             self.docs.setdefault(resource.canonical, {})[method] = (doc, shed)
 
-    def stream(self, path: str, kind: StreamKind, handler: StreamHandler) -> None:
+    def stream(
+        self, path: str, kind: StreamKind, handler: StreamHandler, *, doc: Doc | None = None
+    ) -> None:
         """GET `path` as a long-lived stream (WebSocket, SSE). Streams are not requests: the
         drain does not wait for them (the shutdown ends them right after the listeners close,
         through what the handler gave `OpenStream.serving`), they are counted by kind in
@@ -111,6 +113,8 @@ class Routes:
         ends. Before the response is prepared, errors answer JSON as for any request."""
         resource = self.app.router.add_resource(path)
         resource.add_route("GET", self._streamed(handler, kind, resource.canonical))
+        if doc is not None:  # never shed: a stream is not a request in flight
+            self.docs.setdefault(resource.canonical, {})["GET"] = (doc, False)
 
     def _streamed(self, handler: StreamHandler, kind: StreamKind, route: str) -> Handler:
         readiness, streams = self._readiness, self._streams
@@ -281,6 +285,11 @@ ECHO_GET = Doc(
         parameter("delay_ms", "query", {"type": "integer", "minimum": 0}, "Wait this long."),
     ),
 )
+ECHO_WS = Doc(
+    "A WebSocket that echoes every text message; closed with 1012 when the service shuts down.",
+    {400: ("Not a WebSocket upgrade.", None)},
+    streams={101: ("Switching to the WebSocket protocol.", None)},
+)
 ECHO_POST = Doc(
     "The message back, after `delay_ms`.",
     {200: ("The message.", EchoReply), 400: ("A bad field, named.", None)},
@@ -361,7 +370,7 @@ def create_app(
     routes.get("/readyz", readyz, doc=READYZ, shed=False)
     routes.get("/v1/echo", echo_get, doc=ECHO_GET)
     routes.post("/v1/echo", echo_post, doc=ECHO_POST)
-    routes.stream("/v1/echo/ws", "websocket", echo_websocket)
+    routes.stream("/v1/echo/ws", "websocket", echo_websocket, doc=ECHO_WS)
     for add_routes in features:
         add_routes(routes)
     document = json.dumps(openapi_document(SERVICE, _version(), routes.docs)).encode()

@@ -32,6 +32,7 @@ from .http_streams import SHUTTING_DOWN, OpenStream
 from .items import ITEM_CREATED
 from .lifecycle import Component
 from .logs import log
+from .openapi import Doc, parameter
 from .readiness import Readiness
 from .redis_client import RedisClient
 from .settings import Settings
@@ -322,9 +323,21 @@ async def _send_events(
             await subscriber.wake.wait()
 
 
+ITEM_EVENTS_DOC = Doc(
+    "Server-Sent Events of `item.created`, live; resumable on any replica by `Last-Event-ID`.",
+    {400: ("A malformed `Last-Event-ID`.", None)},
+    parameters=(
+        parameter(
+            "Last-Event-ID", "header", {"type": "string"}, "Resume right after this entry id."
+        ),
+    ),
+    streams={200: ("Events: `item.created`, `reset`, `shutdown`.", "text/event-stream")},
+)
+
+
 def item_event_routes(events: ItemEvents) -> HttpRoutes:
     def add_routes(routes: Routes) -> None:
         routes.app[ITEM_EVENTS] = events
-        routes.stream("/v1/items/events", "sse", item_events)
+        routes.stream("/v1/items/events", "sse", item_events, doc=ITEM_EVENTS_DOC)
 
     return add_routes

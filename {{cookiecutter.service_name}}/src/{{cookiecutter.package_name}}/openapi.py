@@ -5,7 +5,7 @@ it cannot drift from the routes. Made once, when the application is assembled.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +45,9 @@ Reply = tuple[str, type[BaseModel] | None]
 """A documented answer: its description and the model of its JSON body (None: an error, whose
 body is the problem details every error has)."""
 
+StreamReply = tuple[str, str | None]
+"""A stream's answer: its description and media type (None: no body, a protocol switch)."""
+
 
 @dataclass(frozen=True)
 class Doc:
@@ -55,10 +58,12 @@ class Doc:
     body: type[BaseModel] | None = None
     """The JSON request body's model (`application/json` in UTF-8, else 415)."""
     parameters: tuple[dict[str, Any], ...] = ()
+    streams: Mapping[int, StreamReply] = field(default_factory=dict)
+    """The answers of a stream (WebSocket: 101; SSE: 200 `text/event-stream`)."""
 
 
 def parameter(
-    name: str, where: Literal["query", "path"], schema: dict[str, Any], description: str
+    name: str, where: Literal["query", "path", "header"], schema: dict[str, Any], description: str
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -92,6 +97,10 @@ def openapi_document(
     for path, methods in operations.items():
         for method, (doc, shed) in methods.items():
             replies = {str(status): json_reply(*reply) for status, reply in doc.replies.items()}
+            for status, (description, media) in doc.streams.items():
+                replies[str(status)] = {"description": description}
+                if media is not None:
+                    replies[str(status)]["content"] = {media: {"schema": {"type": "string"}}}
             operation: dict[str, Any] = {"summary": doc.summary, "responses": replies}
             if doc.parameters:
                 operation["parameters"] = list(doc.parameters)
