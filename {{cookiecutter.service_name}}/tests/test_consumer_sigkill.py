@@ -7,9 +7,11 @@ first. The end state is exact all the same.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 from .consumer_support import (
+    Backends,
     assert_exactly_once,
     backends,
     consumer_env,
@@ -17,12 +19,26 @@ from .consumer_support import (
     started,
     stop_service,
 )
+from .service import Service
 
 TOTAL = 5000
 
 
+async def kill_holding_a_batch(service: Service, b: Backends, consumer: str) -> int:
+    """SIGKILL the pod while it holds read, unacknowledged entries: frozen (SIGSTOP) first, and
+    let go again for a moment if it is between two batches (a batch's group commits take a few
+    milliseconds, so a plain SIGKILL can land between them)."""
+    for _ in range(200):
+        service.signal(signal.SIGSTOP)
+        if (await b.pending_by_consumer()).get(consumer, 0) > 0:
+            return await stop_service(service, signal.SIGKILL)
+        service.signal(signal.SIGCONT)
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{consumer} was never caught holding a batch:\n{service.output()}")
+
+
 async def test_sigkill_mid_consumption_recovered_by_autoclaim_and_own_pending() -> None:
-    env = consumer_env(CONSUMER_NAME="pod-a")
+    env = consumer_env(CONSUMER_NAME="pod-a", CONSUMER_BATCH_SIZE="512")
     with migrated(env):
         async with backends(env) as b:
             published = await b.publish_items(TOTAL)
@@ -35,16 +51,15 @@ async def test_sigkill_mid_consumption_recovered_by_autoclaim_and_own_pending() 
                     return await b.processed() >= 1000
 
                 await b.wait_until(progressed, "1000 processed", 45, service)
-                assert await stop_service(service, signal.SIGKILL) == -signal.SIGKILL
+                assert await kill_holding_a_batch(service, b, "pod-a") == -signal.SIGKILL
             assert (await b.pending_by_consumer()).get("pod-a", 0) > 0
             assert await b.acked_without_effect() == []
             after_first = await b.processed()
             assert after_first < TOTAL
 
             # pod-b (pod-a never comes back) takes them over with XAUTOCLAIM once idle, then
-            # dies the same way. Its batches are large, so that it dies holding one: with the
-            # default batch it can finish the whole stream between two polls of this test.
-            pod_b = {**env, "CONSUMER_NAME": "pod-b", "CONSUMER_BATCH_SIZE": "512"}
+            # dies the same way.
+            pod_b = {**env, "CONSUMER_NAME": "pod-b"}
             with started(pod_b) as service:
 
                 async def took_over() -> bool:
@@ -52,7 +67,7 @@ async def test_sigkill_mid_consumption_recovered_by_autoclaim_and_own_pending() 
                     return by_consumer.get("pod-a", 0) == 0 and await b.processed() >= 2500
 
                 await b.wait_until(took_over, "pod-a's entries claimed", 45, service)
-                assert await stop_service(service, signal.SIGKILL) == -signal.SIGKILL
+                assert await kill_holding_a_batch(service, b, "pod-b") == -signal.SIGKILL
             claimed = service.events("consumer_claimed")
             assert claimed, service.output()
             assert (await b.pending_by_consumer()).get("pod-b", 0) > 0
