@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
+from {{ cookiecutter.package_name }} import grpc_server
 from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
 from {{ cookiecutter.package_name }}.readiness import Readiness
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -263,3 +264,30 @@ async def test_bad_input_carries_the_rich_status_and_the_request_id(
     violations = [(v.field, v.description) for v in bad_request.field_violations]
     assert violations == [("delay_ms", "must be between 0 and 5000")]
     assert ("x-request-id", "r-rich") in list(error.value.trailing_metadata() or ())
+
+
+async def test_an_unexpected_error_is_internal_with_the_request_id_and_no_internals(
+    stub: echo_pb2_grpc.EchoServiceAsyncStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exception's text (here a pretend driver message with a secret) stays in the log."""
+
+    async def broken(message: str, delay_ms: int) -> str:
+        raise RuntimeError("password=hunter2 in a driver's message")
+
+    monkeypatch.setattr(grpc_server, "echo", broken)
+    metadata = (("x-request-id", "rid-internal"),)
+
+    async def unary() -> None:
+        await stub.Echo(echo_pb2.EchoRequest(message="x"), metadata=metadata)
+
+    async def stream() -> None:
+        request = echo_pb2.EchoStreamRequest(message="x", count=1)
+        async for _ in stub.EchoStream(request, metadata=metadata):
+            pass
+
+    for call in (unary, stream):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await call()
+        assert failed.value.code() == grpc.StatusCode.INTERNAL
+        assert failed.value.details() == "internal error (request id rid-internal)"
+        assert "hunter2" not in str(failed.value)

@@ -161,6 +161,10 @@ class RpcTracker(grpc.aio.ServerInterceptor):
                     return await call(request, context)
                 except (ServiceError, TimeoutError) as error:
                     await _abort_for(context, error)
+                except grpc.aio.AbortError:
+                    raise  # the handler's own context.abort()
+                except Exception:
+                    await _abort_internal(context, method)
 
         return unary
 
@@ -180,6 +184,10 @@ class RpcTracker(grpc.aio.ServerInterceptor):
                     await call(request, context)
                 except (ServiceError, TimeoutError) as error:
                     await _abort_for(context, error)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    await _abort_internal(context, method)
                 except asyncio.CancelledError:
                     if not state.ended_by_server:
                         raise
@@ -217,6 +225,10 @@ class RpcTracker(grpc.aio.ServerInterceptor):
                     _end_unavailable(context)
                 except (ServiceError, TimeoutError) as error:
                     await _abort_for(context, error)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    await _abort_internal(context, method)
                 except asyncio.CancelledError:
                     if not state.ended_by_server:
                         raise
@@ -339,6 +351,14 @@ async def _abort_for(
     if isinstance(error, ServiceError):
         await context.abort(grpc.StatusCode[error.grpc_code], str(error))
     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any], method: str) -> NoReturn:
+    """What a handler raised unexpectedly: logged with its traceback (called from the `except`
+    block), answered INTERNAL with the request id only. grpc's own answer would be UNKNOWN with
+    the exception's text, and that text can carry internals (a query, a driver's message)."""
+    log.exception("grpc_unhandled_error", method=method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {REQUEST_ID.get()})")
 
 
 def _bad_request(error: InvalidArgumentError) -> status_pb2.Status:
