@@ -321,7 +321,7 @@ async def test_slow_clients_do_not_hold_the_shutdown() -> None:
         ]
         await asyncio.sleep(0.5)
         signalled = service.signal(signal.SIGTERM)
-        reads = asyncio.gather(*(reader.read() for reader, _ in opened))
+        reads = asyncio.gather(*(_answer(reader) for reader, _ in opened))
         answers = await asyncio.wait_for(reads, 10)
         code = await asyncio.to_thread(service.wait_exit, 10)
         elapsed = time.monotonic() - signalled
@@ -336,6 +336,15 @@ async def test_slow_clients_do_not_hold_the_shutdown() -> None:
     [report] = service.events("shutdown_complete")
     assert report["drained"]["http"]["slow_clients_cut"] == 4, report
     assert report["unfinished"] == []
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before it closed. A reset is a close too: closing with the client's
+    unread bytes still in its buffer makes the kernel send RST instead of FIN."""
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b""
 
 
 async def test_overload_is_shed_with_503_and_probes_still_answer() -> None:

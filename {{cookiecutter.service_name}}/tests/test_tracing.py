@@ -12,7 +12,13 @@ import time
 import urllib.request
 
 from .service import Service, free_port, http_get, running_service
-from .tracing_support import log_trace_ids, running_collector, traced_env, traceparent
+from .tracing_support import (
+    log_lines,
+    log_trace_ids,
+    running_collector,
+    traced_env,
+    traceparent,
+)
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> int:
@@ -32,7 +38,7 @@ def test_a_request_continues_the_callers_trace_and_its_log_line_names_it() -> No
             "00f067aa0ba902b7",
         )
         assert span.service == "{{ cookiecutter.service_name }}"
-        [line] = [e for e in service.events("http_request") if e["route"] == "/v1/echo"]
+        [line] = log_lines(service, "http_request", route="/v1/echo")
         assert (line["trace_id"], line["span_id"]) == (trace_id, span.span_id)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -136,6 +136,36 @@ def traceparent(trace_id: str, span_id: str = "00f067aa0ba902b7") -> str:
     return f"00-{trace_id}-{span_id}-01"
 
 
+T = TypeVar("T", list[dict[str, Any]], set[str])
+
+
+def _written(service: Service, read: Callable[[], T]) -> T:
+    """`read()` of the service's log lines once it finds something, waited for (up to 5 s) while
+    the service runs: lines reach stdout up to 50 ms late (logs.LogOutput)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        found = read()
+        running = service.process is not None and service.process.poll() is None
+        if found or not running or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
+def log_lines(service: Service, event: str, **fields: Any) -> list[dict[str, Any]]:
+    """The service's `event` log lines with these `fields`."""
+    return _written(
+        service,
+        lambda: [
+            line
+            for line in service.events(event)
+            if all(line.get(key) == value for key, value in fields.items())
+        ],
+    )
+
+
 def log_trace_ids(service: Service, event: str) -> set[str]:
     """The trace ids on the service's `event` log lines."""
-    return {line["trace_id"] for line in service.events(event) if "trace_id" in line}
+    return _written(
+        service,
+        lambda: {line["trace_id"] for line in service.events(event) if "trace_id" in line},
+    )
