@@ -479,26 +479,32 @@ async def test_group_failing_at_commit_retries_one_message_per_transaction(
 # -- group effects -------------------------------------------------------------------------------
 
 
-async def test_a_group_effect_applies_a_group_in_one_call(harness: Harness) -> None:
-    item_ids = await harness.b.insert_items(40)
-    sizes: list[int] = []
-    one_by_one: list[int] = []
+@dataclass
+class RecordedEffects:
+    """The items example's effects, recording each call: group sizes, single events' items."""
 
-    async def grouped(connection: Connection, payloads: list[dict[str, Any]]) -> None:
-        sizes.append(len(payloads))
+    group_sizes: list[int] = field(default_factory=list)
+    one_by_one: list[int] = field(default_factory=list)
+
+    async def grouped(self, connection: Connection, payloads: list[dict[str, Any]]) -> None:
+        self.group_sizes.append(len(payloads))
         await on_items_created(connection, payloads)
 
-    async def single(connection: Connection, payload: dict[str, Any]) -> None:
-        one_by_one.append(payload["item_id"])
+    async def single(self, connection: Connection, payload: dict[str, Any]) -> None:
+        self.one_by_one.append(payload["item_id"])
         await on_item_created(connection, payload)
 
+
+async def test_a_group_effect_applies_a_group_in_one_call(harness: Harness) -> None:
+    item_ids = await harness.b.insert_items(40)
+    effects = RecordedEffects()
     await harness.publish(item_ids)
-    consumer = harness.consumer(single, grouped, CONSUMER_CONCURRENCY="2")
+    consumer = harness.consumer(effects.single, effects.grouped, CONSUMER_CONCURRENCY="2")
     await consumer.start()
     await eventually(lambda: harness.b.done(40), "processed", 15)
-    assert sum(sizes) == 40
-    assert max(sizes) > 1  # several events per call
-    assert one_by_one == []
+    assert sum(effects.group_sizes) == 40
+    assert max(effects.group_sizes) > 1  # several events per call
+    assert effects.one_by_one == []
     assert await harness.b.dead_letters() == []
     assert await harness.b.acked_without_effect() == []
 
@@ -509,21 +515,11 @@ async def test_a_failed_group_effect_runs_the_group_again_one_event_at_a_time(
     """One event names no item: the group effect fails, the group runs again through the single
     handler, which commits the others and fails (here: dead-letters) only that one."""
     item_ids = await harness.b.insert_items(7)
-    group_calls: list[int] = []
-    one_by_one: list[int] = []
-
-    async def grouped(connection: Connection, payloads: list[dict[str, Any]]) -> None:
-        group_calls.append(len(payloads))
-        await on_items_created(connection, payloads)
-
-    async def single(connection: Connection, payload: dict[str, Any]) -> None:
-        one_by_one.append(payload["item_id"])
-        await on_item_created(connection, payload)
-
+    effects = RecordedEffects()
     missing = max(item_ids) + 1_000_000
     await harness.publish([*item_ids[:3], missing, *item_ids[3:]])
     consumer = harness.consumer(
-        single, grouped, CONSUMER_CONCURRENCY="1", CONSUMER_MAX_DELIVERIES="1"
+        effects.single, effects.grouped, CONSUMER_CONCURRENCY="1", CONSUMER_MAX_DELIVERIES="1"
     )
     await consumer.start()
 
@@ -532,8 +528,8 @@ async def test_a_failed_group_effect_runs_the_group_again_one_event_at_a_time(
 
     await eventually(settled, "the others processed, the bad one dead-lettered", 15)
     assert await harness.b.unprocessed_items() == 0
-    assert group_calls  # tried as a group first...
-    assert missing in one_by_one  # ...then one event at a time
+    assert effects.group_sizes  # tried as a group first...
+    assert missing in effects.one_by_one  # ...then one event at a time
     [(_, dead)] = await harness.b.dead_letters()
     assert json.loads(dead["payload"])["item_id"] == missing
     # The only message acked without its effect is the one dead-lettered.
