@@ -178,9 +178,8 @@ class Connection(web.RequestHandler):
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's signature
         """The client closed its sending side. A request it sent in full is still answered (then
         the connection closes); a body cut short gets a 400 saying so. asyncio closes the
-        transport when this returns a false value: only do so when there is nothing to answer."""
-        if not (self._request_in_progress or self._messages):
-            return None
+        transport when this returns a false value, at once: never do, as a request read in full may
+        not have reached its handler yet (`close` ends an idle connection all the same)."""
         body = self._body
         if self.waits_for == BODY and body is not None:
             self._expect(NOTHING, 0.0)
