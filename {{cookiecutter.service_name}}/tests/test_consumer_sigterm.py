@@ -22,7 +22,9 @@ TOTAL = 5000
 
 
 async def test_sigterm_mid_consumption_exits_0_and_restarts_finish_exactly_once() -> None:
-    env = consumer_env()
+    # No drain delay: the consumer reads on until the listeners close, and at its pace the rest
+    # of the stream would be done within a delay, before the stop this test is about.
+    env = consumer_env(DRAIN_DELAY="0")
     with migrated(env):
         async with backends(env) as b:
             # Published the production way: items and outbox rows, the relay XADDs them.

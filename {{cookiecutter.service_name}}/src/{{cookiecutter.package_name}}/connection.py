@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from .logs import log
@@ -132,13 +133,15 @@ class Connection(web.RequestHandler):
     """aiohttp's `RequestHandler` with the deadlines above and JSON answers to what its parser
     refuses. The request's hot path only gains a comparison per `data_received`."""
 
-    __slots__ = ("_body", "_limits", "_timer", "waits_for")
+    __slots__ = ("_body", "_body_length", "_limits", "_timer", "waits_for")
 
     def __init__(self, manager: web.Server, limits: ClientLimits, **kwargs: Any) -> None:
         super().__init__(manager, loop=asyncio.get_running_loop(), **kwargs)
         self._limits = limits
         self._timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
+        self._body_length: str | None = None
+        """The Content-Length of the body being read, as the head said (None: chunked)."""
         self.waits_for = NOTHING
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -160,6 +163,9 @@ class Connection(web.RequestHandler):
                 self._expect(NOTHING, 0.0)
             else:
                 self._body = body
+                head = self._messages[-1][0]
+                headers = head.headers if isinstance(head, RawRequestMessage) else {}
+                self._body_length = headers.get(hdrs.CONTENT_LENGTH)
                 self._expect(BODY, self._limits.body_timeout)
         elif self.waits_for == BODY:
             if self._body is None or self._body.is_eof():
@@ -183,8 +189,7 @@ class Connection(web.RequestHandler):
         body = self._body
         if self.waits_for == BODY and body is not None:
             self._expect(NOTHING, 0.0)
-            request = self._current_request
-            expected = request.content_length if request is not None else None
+            expected = self._body_length  # (the request object may not be made yet)
             of = f" of {expected}" if expected is not None else ""
             body.set_exception(
                 ClientBodyError(
