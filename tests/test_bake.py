@@ -59,8 +59,9 @@ def grpc_paths(package: str) -> list[str]:
     return [
         "proto",
         "hatch_build.py",
-        f"src/{package}/grpc_server.py",
-        f"src/{package}/items_grpc.py",
+        f"src/{package}/platform/grpc_server.py",
+        f"src/{package}/echo/rpc.py",
+        f"src/{package}/items/rpc.py",
         f"src/{package}/v1",
         "tests/test_shutdown_grpc.py",
         "tests/test_grpc_api.py",
@@ -91,7 +92,7 @@ def test_bake_default_with_pytest_cookies(cookies: Any) -> None:
     project = Path(result.project_path)
     assert project.name == "orders"
     assert (project / "src/orders/__main__.py").is_file()
-    assert (project / "src/orders/grpc_server.py").is_file()
+    assert (project / "src/orders/platform/grpc_server.py").is_file()
 
 
 def test_bake_with_pytest_cookies_integer_answers(cookies: Any) -> None:
@@ -100,7 +101,7 @@ def test_bake_with_pytest_cookies_integer_answers(cookies: Any) -> None:
         extra_context={"http_port": 9100, "grpc_port": 9101, "drain_delay_seconds": 0},
     )
     assert result.exit_code == 0, result.exception
-    settings = (Path(result.project_path) / "src/orders/settings.py").read_text(encoding="utf-8")
+    settings = (Path(result.project_path) / "src/orders/platform/settings.py").read_text(encoding="utf-8")
     assert "default=9100," in settings
     assert "default=9101," in settings
 
@@ -115,8 +116,9 @@ def test_expected_files(baked: tuple[dict[str, str], Path]) -> None:
         ".cookiecutter.json",
         f"src/{package}/__init__.py",
         f"src/{package}/__main__.py",
-        f"src/{package}/settings.py",
-        f"src/{package}/http_server.py",
+        f"src/{package}/platform/settings.py",
+        f"src/{package}/platform/http_server.py",
+        f"src/{package}/echo/routes.py",
         f"src/{package}/app.py",
         "tests/test_shutdown_http.py",
     ]:
@@ -148,12 +150,12 @@ def check_http_streams_files(answers: dict[str, str], project: Path) -> None:
     """The WebSocket echo is always there; the SSE item events come with the items example."""
     package = answers["package_name"]
     for name in [
-        f"src/{package}/http_streams.py",
-        f"src/{package}/echo_ws.py",
+        f"src/{package}/platform/http_streams.py",
+        f"src/{package}/echo/ws.py",
         "tests/test_shutdown_streams.py",
     ]:
         assert (project / name).is_file(), name
-    sse = [f"src/{package}/items_events.py", "tests/test_items_events.py"]
+    sse = [f"src/{package}/items/events.py", "tests/test_items_events.py"]
     pyproject = (project / "pyproject.toml").read_text(encoding="utf-8")
     lock = (project / "uv.lock").read_text(encoding="utf-8")
     if answers["use_postgres"] == "yes":
@@ -164,7 +166,7 @@ def check_http_streams_files(answers: dict[str, str], project: Path) -> None:
         assert [name for name in sse if (project / name).exists()] == []
         assert "aiohttp-sse" not in pyproject
         assert "aiohttp-sse" not in lock
-        assert "items_events" not in (project / f"src/{package}/app.py").read_text("utf-8")
+        assert ".items" not in (project / f"src/{package}/app.py").read_text("utf-8")
 
 
 def test_nothing_left_unrendered(baked: tuple[dict[str, str], Path]) -> None:
@@ -198,7 +200,7 @@ def test_answers_show_up(baked: tuple[dict[str, str], Path]) -> None:
     assert pyproject["project"]["scripts"] == {answers["service_name"]: f"{package}.cli:run"}
     assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [f"src/{package}"]
 
-    settings = (project / f"src/{package}/settings.py").read_text(encoding="utf-8")
+    settings = (project / f"src/{package}/platform/settings.py").read_text(encoding="utf-8")
     assert f"Field(default={answers['http_port']}, ge=1" in settings
     assert f"Field(default={answers['grpc_port']}, ge=1" in settings
     assert f"default={answers['drain_delay_seconds']},\n" in settings

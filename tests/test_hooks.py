@@ -175,8 +175,8 @@ def test_remove_unused_removes_only_options_answered_no(tmp_path: Path) -> None:
     for name in [
         "proto/a/b.proto",
         "hatch_build.py",
-        "src/pkg/grpc_server.py",
-        "src/pkg/items_grpc.py",
+        "src/pkg/platform/grpc_server.py",
+        "src/pkg/items/rpc.py",
         "src/pkg/v1/x.py",
     ]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

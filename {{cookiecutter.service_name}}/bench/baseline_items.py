@@ -16,23 +16,22 @@ from collections.abc import AsyncIterator
 import asyncpg
 import redis.asyncio as redis
 from aiohttp import web
-{% if cookiecutter.use_consumer == "yes" %}
-from {{ cookiecutter.package_name }}.consumer import StreamConsumer
-{%- endif %}
-from {{ cookiecutter.package_name }}.db import PostgresPool
-from {{ cookiecutter.package_name }}.http_server import SETTINGS
+
+from {{ cookiecutter.package_name }}.items.routes import ITEMS, create_item, get_item
 {%- if cookiecutter.use_consumer == "yes" %}
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED, ItemStore, on_item_created
+from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED, ItemStore, on_item_created
+from {{ cookiecutter.package_name }}.platform.consumer import StreamConsumer
 {%- else %}
-from {{ cookiecutter.package_name }}.items import ItemStore
+from {{ cookiecutter.package_name }}.items.store import ItemStore
 {%- endif %}
-from {{ cookiecutter.package_name }}.items_http import ITEMS, create_item, get_item
-from {{ cookiecutter.package_name }}.lifecycle import Component
-from {{ cookiecutter.package_name }}.logs import configure_logging
-from {{ cookiecutter.package_name }}.outbox import OutboxRelay
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.platform.db import PostgresPool
+from {{ cookiecutter.package_name }}.platform.http_server import SETTINGS
+from {{ cookiecutter.package_name }}.platform.lifecycle import Component
+from {{ cookiecutter.package_name }}.platform.logs import configure_logging
+from {{ cookiecutter.package_name }}.platform.outbox import OutboxRelay
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 READINESS = web.AppKey("readiness", Readiness)
 

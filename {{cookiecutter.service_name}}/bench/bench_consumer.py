@@ -26,13 +26,13 @@ from typing import Any
 import asyncpg
 import redis.asyncio as redis
 
-from {{ cookiecutter.package_name }}.consumer import StreamConsumer
-from {{ cookiecutter.package_name }}.db import Connection, PostgresPool
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED, on_item_created, on_items_created
-from {{ cookiecutter.package_name }}.logs import configure_logging
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED, on_item_created, on_items_created
+from {{ cookiecutter.package_name }}.platform.consumer import StreamConsumer
+from {{ cookiecutter.package_name }}.platform.db import Connection, PostgresPool
+from {{ cookiecutter.package_name }}.platform.logs import configure_logging
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 DEDUPE_SQL = (
     "INSERT INTO processed_events (event_id, message_id, event_type)"

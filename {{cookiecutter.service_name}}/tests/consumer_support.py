@@ -24,8 +24,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.typing import EncodableT, FieldT
 
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .service import Service, drop_isolated, free_port, isolated_names
 

@@ -22,12 +22,13 @@ import aiohttp
 import asyncpg
 import redis.asyncio as redis
 
-from {{ cookiecutter.package_name }}.db import PostgresPool
-from {{ cookiecutter.package_name }}.items import ItemStore
-from {{ cookiecutter.package_name }}.migrations import migrate
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.app import MIGRATIONS
+from {{ cookiecutter.package_name }}.items.store import ItemStore
+from {{ cookiecutter.package_name }}.platform.db import PostgresPool
+from {{ cookiecutter.package_name }}.platform.migrations import migrate
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .service import drop_isolated, free_port, isolated_names
 
@@ -121,7 +122,7 @@ async def connect_schema(settings: Settings) -> asyncpg.Connection:
 async def started_backend(**overrides: Any) -> AsyncIterator[Backend]:
     """Migrate a fresh schema, start the components, wait until connected; clean up after."""
     settings = isolated_settings(**overrides)
-    await migrate(settings.model_copy(update={"database_url": DEFAULT_DATABASE_URL}))
+    await migrate(settings.model_copy(update={"database_url": DEFAULT_DATABASE_URL}), MIGRATIONS)
     backend = Backend(settings)
     try:
         await backend.start()

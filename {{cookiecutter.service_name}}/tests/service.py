@@ -25,7 +25,7 @@ import asyncpg
 import redis.asyncio as redis
 {%- endif %}
 
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 {%- endif %}
 
 PACKAGE = "{{ cookiecutter.package_name }}"

@@ -12,7 +12,7 @@ import json
 import signal
 import uuid
 
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED
+from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED
 
 from .consumer_support import (
     assert_exactly_once,

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.package_name }}.consumer import (
+from {{ cookiecutter.package_name }}.app import MIGRATIONS
+from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED, on_item_created, on_items_created
+from {{ cookiecutter.package_name }}.platform.consumer import (
     EffectHandler,
     GroupEffectHandler,
     StreamConsumer,
@@ -25,12 +27,11 @@ from {{ cookiecutter.package_name }}.consumer import (
     _messages,
     _synthetic_event_id,
 )
-from {{ cookiecutter.package_name }}.db import Connection, PostgresPool
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED, on_item_created, on_items_created
-from {{ cookiecutter.package_name }}.migrations import migrate
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.platform.db import Connection, PostgresPool
+from {{ cookiecutter.package_name }}.platform.migrations import migrate
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .consumer_support import Backends, backends, consumer_env
 from .service import drop_isolated
@@ -103,7 +104,7 @@ async def harness() -> AsyncIterator[Harness]:
     readiness = Readiness()
     db, redis = PostgresPool(settings, readiness), RedisClient(settings, readiness)
     try:
-        await migrate(settings)
+        await migrate(settings, MIGRATIONS)
         await db.start()
         await redis.start()
 

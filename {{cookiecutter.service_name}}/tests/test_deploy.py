@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import scripts.rollout_check
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

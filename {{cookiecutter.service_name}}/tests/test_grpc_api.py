@@ -13,10 +13,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
-from {{ cookiecutter.package_name }} import grpc_server
-from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.echo import rpc as echo_rpc
+from {{ cookiecutter.package_name }}.echo.rpc import echo_service
+from {{ cookiecutter.package_name }}.platform.grpc_server import GrpcServer
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 from {{ cookiecutter.package_name }}.v1 import echo_pb2, echo_pb2_grpc
 
 from .service import free_port
@@ -30,7 +31,7 @@ def readiness() -> Readiness:
 @pytest.fixture
 async def server(readiness: Readiness) -> AsyncIterator[GrpcServer]:
     settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port(), echo_max_delay_ms=5000)
-    component = GrpcServer(settings, readiness)
+    component = GrpcServer(settings, readiness, [echo_service(settings.echo_max_delay_ms)])
     await component.start()
     yield component
     await component.close()
@@ -197,7 +198,7 @@ async def test_overload_is_resource_exhausted_and_health_still_answers(
     settings = Settings(
         grpc_host="127.0.0.1", grpc_port=free_port(), echo_max_delay_ms=5000, grpc_max_in_flight=2
     )
-    server = GrpcServer(settings, readiness)
+    server = GrpcServer(settings, readiness, [echo_service(settings.echo_max_delay_ms)])
     await server.start()
     await readiness.mark_started()
     shed_before = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"}) or 0
@@ -227,7 +228,7 @@ async def test_streams_beyond_the_ceiling_are_resource_exhausted(readiness: Read
         grpc_max_in_flight=1,
         grpc_max_concurrent_rpcs=3,
     )
-    server = GrpcServer(settings, readiness)
+    server = GrpcServer(settings, readiness, [echo_service(settings.echo_max_delay_ms)])
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -274,7 +275,7 @@ async def test_an_unexpected_error_is_internal_with_the_request_id_and_no_intern
     async def broken(message: str, delay_ms: int) -> str:
         raise RuntimeError("password=hunter2 in a driver's message")
 
-    monkeypatch.setattr(grpc_server, "echo", broken)
+    monkeypatch.setattr(echo_rpc, "echo", broken)
     metadata = (("x-request-id", "rid-internal"),)
 
     async def unary() -> None:

@@ -9,10 +9,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from {{ cookiecutter.package_name }}.http_server import create_app
-from {{ cookiecutter.package_name }}.inflight import InFlight
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.echo.routes import echo_routes
+from {{ cookiecutter.package_name }}.platform.http_server import create_app
+from {{ cookiecutter.package_name }}.platform.inflight import InFlight
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
 
@@ -30,7 +31,7 @@ def in_flight() -> InFlight:
 @pytest.fixture
 async def client(readiness: Readiness, in_flight: InFlight) -> AsyncIterator[Client]:
     settings = Settings(echo_max_delay_ms=5000, max_request_body_bytes=1024)
-    app = create_app(settings, readiness, in_flight)
+    app = create_app(settings, readiness, in_flight, [echo_routes(settings.echo_max_delay_ms)])
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

@@ -17,10 +17,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from {{ cookiecutter.package_name }}.http_server import create_app
-from {{ cookiecutter.package_name }}.inflight import InFlight
-from {{ cookiecutter.package_name }}.items_http import item_routes
-from {{ cookiecutter.package_name }}.migrations import migrate
+from {{ cookiecutter.package_name }}.app import MIGRATIONS
+from {{ cookiecutter.package_name }}.items.routes import item_routes
+from {{ cookiecutter.package_name }}.platform.http_server import create_app
+from {{ cookiecutter.package_name }}.platform.inflight import InFlight
+from {{ cookiecutter.package_name }}.platform.migrations import migrate
 
 from .items_support import (
     DEFAULT_DATABASE_URL,
@@ -253,7 +254,9 @@ async def test_waits_for_postgres_then_serves_then_refuses_once_closing() -> Non
     with tcp_proxy() as proxy:
         url = f"postgresql://postgres:s3cret@127.0.0.1:{proxy.port}/test"
         settings = isolated_settings(database_url=url)
-        await migrate(settings.model_copy(update={"database_url": DEFAULT_DATABASE_URL}))
+        await migrate(
+            settings.model_copy(update={"database_url": DEFAULT_DATABASE_URL}), MIGRATIONS
+        )
         backend = Backend(settings)
         try:
             with capture_logs() as logs:

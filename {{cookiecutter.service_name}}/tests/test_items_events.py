@@ -16,14 +16,14 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from {{ cookiecutter.package_name }}.errors import InvalidArgumentError
-from {{ cookiecutter.package_name }}.items_events import (
+from {{ cookiecutter.package_name }}.items.events import (
     BUFFER_LIMIT,
     SEND_TIMEOUT_S,
     Subscriber,
     _gone_after,
     parse_last_event_id,
 )
+from {{ cookiecutter.package_name }}.platform.errors import InvalidArgumentError
 
 from .metrics_support import scrape
 from .service import Service, http_get, isolated_names, running_service

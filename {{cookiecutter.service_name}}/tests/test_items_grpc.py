@@ -16,9 +16,10 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from {{ cookiecutter.package_name }}.grpc_server import GrpcServer
-from {{ cookiecutter.package_name }}.items_grpc import item_service
-from {{ cookiecutter.package_name }}.migrations import migrate
+from {{ cookiecutter.package_name }}.app import MIGRATIONS
+from {{ cookiecutter.package_name }}.items.rpc import item_service
+from {{ cookiecutter.package_name }}.platform.grpc_server import GrpcServer
+from {{ cookiecutter.package_name }}.platform.migrations import migrate
 from {{ cookiecutter.package_name }}.v1 import items_pb2, items_pb2_grpc
 
 from .items_support import (
@@ -190,7 +191,9 @@ async def test_health_not_serving_until_postgres_connects() -> None:
     with tcp_proxy() as proxy:
         url = f"postgresql://postgres:s3cret@127.0.0.1:{proxy.port}/test"
         settings = isolated_settings(**grpc_settings(database_url=url))
-        await migrate(settings.model_copy(update={"database_url": DEFAULT_DATABASE_URL}))
+        await migrate(
+            settings.model_copy(update={"database_url": DEFAULT_DATABASE_URL}), MIGRATIONS
+        )
         backend = Backend(settings)
         try:
             async with serving(backend) as (_, channel):

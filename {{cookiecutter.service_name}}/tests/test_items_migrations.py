@@ -14,9 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from {{ cookiecutter.package_name }} import migrations
-from {{ cookiecutter.package_name }}.migrations import migrate
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.app import MIGRATIONS
+from {{ cookiecutter.package_name }}.platform import migrations
+from {{ cookiecutter.package_name }}.platform.migrations import migrate
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .items_support import connect_schema, isolated_env, isolated_settings, wait_until
 from .service import PACKAGE, Service, drop_isolated, http_get
@@ -51,11 +52,11 @@ async def _tables(settings: Settings) -> set[str]:
 
 
 async def test_applies_every_version_once(settings: Settings) -> None:
-    versions = [path.stem for path in migrations.migration_files()]
-    assert versions[0] == "0001_items"
-    assert await migrate(settings) == versions
+    versions = [path.stem for path in migrations.migration_files(MIGRATIONS)]
+    assert versions == ["0000_outbox", "0001_items"]  # the platform's first
+    assert await migrate(settings, MIGRATIONS) == versions
     assert {"items", "outbox", "processed_events", "schema_migrations"} <= await _tables(settings)
-    assert await migrate(settings) == []  # idempotent: nothing left to apply
+    assert await migrate(settings, MIGRATIONS) == []  # idempotent: nothing left to apply
     assert await _applied(settings) == versions
 
 
@@ -64,7 +65,7 @@ async def test_a_failing_migration_leaves_nothing_behind(
 ) -> None:
     (tmp_path / "0001_first.sql").write_text("CREATE TABLE first (id int);")
     (tmp_path / "0002_broken.sql").write_text("CREATE TABLE second (id int); SELEC 1;")
-    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
+    monkeypatch.setattr(migrations, "PLATFORM_MIGRATIONS", tmp_path)
     with pytest.raises(asyncpg.PostgresSyntaxError):
         await migrate(settings)
     assert await _applied(settings) == ["0001_first"]
@@ -121,7 +122,7 @@ async def test_concurrent_migrate_commands_apply_each_version_once(settings: Set
             event = json.loads(line)
             if event["event"] == "migrations_done":
                 applied.append(event["applied"])
-    versions = [path.stem for path in migrations.migration_files()]
+    versions = [path.stem for path in migrations.migration_files(MIGRATIONS)]
     assert sorted(applied, key=len) == [[], [], [], versions]
     assert await _applied(settings) == versions
 

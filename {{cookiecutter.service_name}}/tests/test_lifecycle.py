@@ -11,15 +11,15 @@ from typing import NoReturn, cast
 import pytest
 from structlog.testing import capture_logs
 
-from {{ cookiecutter.package_name }}.inflight import InFlight
-from {{ cookiecutter.package_name }}.lifecycle import (
+from {{ cookiecutter.package_name }}.platform.inflight import InFlight
+from {{ cookiecutter.package_name }}.platform.lifecycle import (
     Component,
     ExitCode,
     Lifecycle,
     await_stack,
     close_reserve,
 )
-from {{ cookiecutter.package_name }}.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 
 PHASES = ("close_listeners", "end_streams", "drain", "stop_tasks", "close")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.package_name }} import listener as listener_module
-from {{ cookiecutter.package_name }}.listener import Listener
+from {{ cookiecutter.package_name }}.platform import listener as listener_module
+from {{ cookiecutter.package_name }}.platform.listener import Listener
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 """uvloop where the service has it: its libuv accepts one connection per loop iteration."""

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import structlog
 
-from {{ cookiecutter.package_name }} import logs
-from {{ cookiecutter.package_name }}.logs import (
+from {{ cookiecutter.package_name }}.platform import logs
+from {{ cookiecutter.package_name }}.platform.logs import (
     FLUSH_INTERVAL,
     LOGGER_NAME,
     AccessLog,
@@ -30,7 +30,7 @@ from {{ cookiecutter.package_name }}.logs import (
     configure_logging,
     flush_logs,
 )
-from {{ cookiecutter.package_name }}.metrics import http_metrics
+from {{ cookiecutter.package_name }}.platform.metrics import http_metrics
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 

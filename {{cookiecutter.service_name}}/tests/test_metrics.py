@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from {{ cookiecutter.package_name }}.inflight import InFlight
-from {{ cookiecutter.package_name }}.lifecycle import Component, ExitCode, Lifecycle
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.platform.inflight import InFlight
+from {{ cookiecutter.package_name }}.platform.lifecycle import Component, ExitCode, Lifecycle
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .metrics_support import Samples, scrape
 from .service import Service, running_service

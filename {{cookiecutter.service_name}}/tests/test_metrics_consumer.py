@@ -9,13 +9,13 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from {{ cookiecutter.package_name }}.consumer import StreamConsumer
-from {{ cookiecutter.package_name }}.db import PostgresPool
-from {{ cookiecutter.package_name }}.dependency import DependencyUnavailableError
-from {{ cookiecutter.package_name }}.items import ITEM_CREATED
-from {{ cookiecutter.package_name }}.readiness import Readiness
-from {{ cookiecutter.package_name }}.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED
+from {{ cookiecutter.package_name }}.platform.consumer import StreamConsumer
+from {{ cookiecutter.package_name }}.platform.db import PostgresPool
+from {{ cookiecutter.package_name }}.platform.dependency import DependencyUnavailableError
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .consumer_support import backends, consumer_env, migrated, started, stop_service
 from .metrics_support import scrape

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 import yaml
 
-from {{ cookiecutter.package_name }}.admin_server import AdminServer
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.platform.admin_server import AdminServer
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .metrics_support import SUFFIXES, Samples
 

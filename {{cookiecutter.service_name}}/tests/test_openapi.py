@@ -11,21 +11,20 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
+from {{ cookiecutter.package_name }}.echo.routes import echo_routes
 {% if cookiecutter.use_postgres == "yes" -%}
-from {{ cookiecutter.package_name }}.db import PostgresPool
+from {{ cookiecutter.package_name }}.items.routes import item_routes
+from {{ cookiecutter.package_name }}.items.store import ItemStore
+from {{ cookiecutter.package_name }}.platform.db import PostgresPool
 {% endif -%}
-from {{ cookiecutter.package_name }}.http_server import HttpRoutes, create_app
-from {{ cookiecutter.package_name }}.inflight import InFlight
+from {{ cookiecutter.package_name }}.platform.http_server import HttpRoutes, create_app
+from {{ cookiecutter.package_name }}.platform.inflight import InFlight
+from {{ cookiecutter.package_name }}.platform.openapi import ErrorBody
+from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 {% if cookiecutter.use_postgres == "yes" -%}
-from {{ cookiecutter.package_name }}.items import ItemStore
-from {{ cookiecutter.package_name }}.items_http import item_routes
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
 {% endif -%}
-from {{ cookiecutter.package_name }}.openapi import ErrorBody
-from {{ cookiecutter.package_name }}.readiness import Readiness
-{% if cookiecutter.use_postgres == "yes" -%}
-from {{ cookiecutter.package_name }}.redis_client import RedisClient
-{% endif -%}
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
 
@@ -34,9 +33,9 @@ def features(settings: Settings, readiness: Readiness) -> list[HttpRoutes]:
     """The service's own routes (nothing is connected: only the routes are looked at)."""
 {%- if cookiecutter.use_postgres == "yes" %}
     db, cache = PostgresPool(settings, readiness), RedisClient(settings, readiness)
-    return [item_routes(ItemStore(db, cache, settings))]
+    return [echo_routes(settings.echo_max_delay_ms), item_routes(ItemStore(db, cache, settings))]
 {%- else %}
-    return []
+    return [echo_routes(settings.echo_max_delay_ms)]
 {%- endif %}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package_name }}.settings import Settings, describe_errors
+from {{ cookiecutter.package_name }}.platform.settings import Settings, describe_errors
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from {{ cookiecutter.package_name }}.echo_ws import CLOSE_TIMEOUT_S
+from {{ cookiecutter.package_name }}.echo.ws import CLOSE_TIMEOUT_S
 
 from .metrics_support import scrape
 from .service import Service, http_get, running_service

@@ -1,46 +1,57 @@
-"""Assembly: which components the service has, in start order. Add yours here (one line)."""
+"""The one door between the platform and the service's own features: which components the
+service has, in start order, and which routes, RPCs, effects and migrations its features add.
+Add yours here (one line each)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from structlog.types import Processor
 
-from .admin_server import AdminServer
-{% if cookiecutter.use_consumer == "yes" -%}
-from .consumer import StreamConsumer
-{% endif -%}
-{% if cookiecutter.use_postgres == "yes" -%}
-from .db import PostgresPool
-{% endif -%}
+from .echo.routes import echo_routes
 {% if cookiecutter.use_grpc == "yes" -%}
-from .grpc_server import GrpcServer, GrpcService
+from .echo.rpc import echo_service
 {% endif -%}
-from .http_server import HttpRoutes, HttpServer
 {% if cookiecutter.use_postgres == "yes" -%}
+from .items.events import ItemEvents, item_event_routes
+from .items.routes import item_routes
+{% if cookiecutter.use_grpc == "yes" -%}
+from .items.rpc import item_service
+{% endif -%}
 {% if cookiecutter.use_consumer == "yes" -%}
-from .items import ITEM_CREATED, ItemStore, on_item_created, on_items_created
+from .items.store import ITEM_CREATED, ItemStore, on_item_created, on_items_created
 {% else -%}
-from .items import ItemStore
+from .items.store import ItemStore
 {% endif -%}
-from .items_events import ItemEvents, item_event_routes
-{% if cookiecutter.use_grpc == "yes" -%}
-from .items_grpc import item_service
 {% endif -%}
-from .items_http import item_routes
+from .platform.admin_server import AdminServer
+{% if cookiecutter.use_consumer == "yes" -%}
+from .platform.consumer import StreamConsumer
 {% endif -%}
-from .lifecycle import Component
 {% if cookiecutter.use_postgres == "yes" -%}
-from .outbox import OutboxRelay
+from .platform.db import PostgresPool
 {% endif -%}
-from .readiness import Readiness
+{% if cookiecutter.use_grpc == "yes" -%}
+from .platform.grpc_server import GrpcServer, GrpcService
+{% endif -%}
+from .platform.http_server import HttpRoutes, HttpServer
+from .platform.lifecycle import Component
+{% if cookiecutter.use_postgres == "yes" -%}
+from .platform.outbox import OutboxRelay
+{% endif -%}
+from .platform.readiness import Readiness
 {% if cookiecutter.use_redis == "yes" -%}
-from .redis_client import RedisClient
+from .platform.redis_client import RedisClient
 {% endif -%}
-from .settings import Settings
+from .platform.settings import Settings
 {% if cookiecutter.use_tracing == "yes" -%}
-from .tracing import Tracing, add_trace_ids
+from .platform.tracing import Tracing, add_trace_ids
 {% endif %}
 LOG_PROCESSORS: tuple[Processor, ...] = ({% if cookiecutter.use_tracing == "yes" %}add_trace_ids,{% endif %})
 """Run on every log line before rendering{% if cookiecutter.use_tracing == "yes" %} (trace and span ids){% endif %}."""
+
+MIGRATIONS: tuple[Path, ...] = ({% if cookiecutter.use_postgres == "yes" %}Path(__file__).parent / "items" / "migrations",{% endif %})
+"""The features' migration directories, applied in this order after the platform's own."""
 
 
 def build_components(settings: Settings, readiness: Readiness) -> list[Component]:
@@ -54,9 +65,9 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
     tracing = Tracing(settings)  # first: it instruments the libraries the others use
     components.append(tracing)
 {%- endif %}
-    http_routes: list[HttpRoutes] = []
+    http_routes: list[HttpRoutes] = [echo_routes(settings.echo_max_delay_ms)]
 {%- if cookiecutter.use_grpc == "yes" %}
-    grpc_services: list[GrpcService] = []
+    grpc_services: list[GrpcService] = [echo_service(settings.echo_max_delay_ms)]
 {%- endif %}
 {%- if cookiecutter.use_postgres == "yes" %}
     db = PostgresPool(settings, readiness)

@@ -12,15 +12,15 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from .app import LOG_PROCESSORS, build_components
-from .lifecycle import ExitCode, Lifecycle
-from .logs import configure_logging, flush_logs, log
-from .metrics import describe_build
+from .app import LOG_PROCESSORS{% if cookiecutter.use_postgres == "yes" %}, MIGRATIONS{% endif %}, build_components
+from .platform.lifecycle import ExitCode, Lifecycle
+from .platform.logs import configure_logging, flush_logs, log
+from .platform.metrics import describe_build
 {%- if cookiecutter.use_postgres == "yes" %}
-from .migrations import migrate
+from .platform.migrations import migrate
 {%- endif %}
-from .readiness import Readiness
-from .settings import Settings, describe_errors
+from .platform.readiness import Readiness
+from .platform.settings import Settings, describe_errors
 
 
 def load_settings() -> Settings | None:
@@ -49,7 +49,7 @@ async def serve(settings: Settings) -> ExitCode:
 
 
 async def apply_migrations(settings: Settings) -> ExitCode:
-    await migrate(settings)
+    await migrate(settings, MIGRATIONS)
     return ExitCode.OK
 {%- endif %}
 

@@ -17,8 +17,6 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, Field
 
 from .connection import ClientBodyError, ClientLimits, connection_factory, error_response
-from .echo import MAX_MESSAGE_CHARS, check_delay_ms, check_message, echo
-from .echo_ws import echo_websocket
 from .errors import InvalidArgumentError, ServiceError, UnavailableError, UnsupportedMediaTypeError
 from .http_streams import SHUTTING_DOWN, OpenStream, StreamKind, Streams
 from .inflight import InFlight
@@ -26,7 +24,7 @@ from .lifecycle import Component
 from .listener import Listener
 from .logs import log
 from .metrics import HTTP_IN_FLIGHT, HTTP_METHODS, REQUESTS_SHED, RequestMetrics, http_metrics
-from .openapi import Doc, openapi_document, parameter
+from .openapi import Doc, openapi_document
 from .readiness import Readiness
 from .request_id import HTTP_HEADER, REQUEST_ID, request_id_from
 from .settings import Settings
@@ -261,39 +259,10 @@ class Health(BaseModel):
     reason: str | None = Field(default=None, description="Why not ready.")
 
 
-class EchoBody(BaseModel):
-    """`POST /v1/echo`'s body, as documented (checked by `echo.py`, shared with gRPC)."""
-
-    msg: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
-    delay_ms: int = Field(default=0, ge=0, description="At most ECHO_MAX_DELAY_MS.")
-
-
-class EchoReply(BaseModel):
-    msg: str
-
-
 LIVEZ = Doc("The event loop answers (liveness).", {200: ("Alive.", Health)})
 READYZ = Doc(
     "Started, dependencies connected, not shutting down (readiness).",
     {200: ("Ready.", Health), 503: ("Not ready: `reason` says why.", Health)},
-)
-ECHO_GET = Doc(
-    "The message back, after `delay_ms`.",
-    {200: ("The message.", EchoReply), 400: ("A bad parameter, named.", None)},
-    parameters=(
-        parameter("msg", "query", {"type": "string", "maxLength": MAX_MESSAGE_CHARS}, "Echoed."),
-        parameter("delay_ms", "query", {"type": "integer", "minimum": 0}, "Wait this long."),
-    ),
-)
-ECHO_WS = Doc(
-    "A WebSocket that echoes every text message; closed with 1012 when the service shuts down.",
-    {400: ("Not a WebSocket upgrade.", None)},
-    streams={101: ("Switching to the WebSocket protocol.", None)},
-)
-ECHO_POST = Doc(
-    "The message back, after `delay_ms`.",
-    {200: ("The message.", EchoReply), 400: ("A bad field, named.", None)},
-    body=EchoBody,
 )
 
 
@@ -307,17 +276,6 @@ async def readyz(request: web.Request) -> web.Response:
     if readiness.ready:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "not ready", "reason": readiness.reason()}, status=503)
-
-
-async def echo_get(request: web.Request) -> web.Response:
-    """`GET /v1/echo?msg=TEXT&delay_ms=N` answers `{"msg": TEXT}` after N milliseconds."""
-    query = request.query
-    message = check_message(query.get("msg", ""))
-    delay_ms = query.get("delay_ms")
-    if delay_ms is None:
-        return web.json_response({"msg": message})
-    max_delay_ms = request.app[SETTINGS].echo_max_delay_ms
-    return web.json_response({"msg": await echo(message, check_delay_ms(delay_ms, max_delay_ms))})
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -337,15 +295,6 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidArgumentError("body", "must be a JSON object")
     return body
-
-
-async def echo_post(request: web.Request) -> web.Response:
-    """`POST /v1/echo` with `{"msg": TEXT, "delay_ms": N}`: the same, for JSON bodies."""
-    settings = request.app[SETTINGS]
-    body = await read_json_object(request)
-    message = check_message(body.get("msg", ""))
-    delay_ms = check_delay_ms(body.get("delay_ms", 0), settings.echo_max_delay_ms)
-    return web.json_response({"msg": await echo(message, delay_ms)})
 
 
 HttpRoutes = Callable[[Routes], None]
@@ -368,9 +317,6 @@ def create_app(
     routes = Routes(app, readiness, in_flight, metrics, settings.http_max_in_flight, streams)
     routes.get("/livez", livez, doc=LIVEZ, shed=False)
     routes.get("/readyz", readyz, doc=READYZ, shed=False)
-    routes.get("/v1/echo", echo_get, doc=ECHO_GET)
-    routes.post("/v1/echo", echo_post, doc=ECHO_POST)
-    routes.stream("/v1/echo/ws", "websocket", echo_websocket, doc=ECHO_WS)
     for add_routes in features:
         add_routes(routes)
     document = json.dumps(openapi_document(SERVICE, _version(), routes.docs)).encode()

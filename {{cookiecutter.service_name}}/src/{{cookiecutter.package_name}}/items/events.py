@@ -25,17 +25,17 @@ import redis.asyncio as redis
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from .dependency import DependencyUnavailableError
-from .errors import InvalidArgumentError, UnavailableError
-from .http_server import SETTINGS, HttpRoutes, Routes
-from .http_streams import SHUTTING_DOWN, OpenStream
-from .items import ITEM_CREATED
-from .lifecycle import Component
-from .logs import log
-from .openapi import Doc, parameter
-from .readiness import Readiness
-from .redis_client import RedisClient
-from .settings import Settings
+from ..platform.dependency import DependencyUnavailableError
+from ..platform.errors import InvalidArgumentError, UnavailableError
+from ..platform.http_server import SETTINGS, HttpRoutes, Routes
+from ..platform.http_streams import SHUTTING_DOWN, OpenStream
+from ..platform.lifecycle import Component
+from ..platform.logs import log
+from ..platform.openapi import Doc, parameter
+from ..platform.readiness import Readiness
+from ..platform.redis_client import RedisClient
+from ..platform.settings import Settings
+from .store import ITEM_CREATED
 
 RETRY_MS = 2000
 """Sent first (`retry:`): how long a client waits before reconnecting after a lost connection."""

@@ -23,12 +23,12 @@ from pydantic import (
     field_validator,
 )
 
-from .db import Connection, PostgresPool
-from .errors import InvalidArgumentError, NotFoundError
-from .logs import log
-from .outbox import EventContext, NoEventContext
-from .redis_client import RedisClient
-from .settings import Settings
+from ..platform.db import Connection, PostgresPool
+from ..platform.errors import InvalidArgumentError, NotFoundError
+from ..platform.logs import log
+from ..platform.outbox import EventContext, NoEventContext
+from ..platform.redis_client import RedisClient
+from ..platform.settings import Settings
 
 ITEM_CREATED = "item.created"
 MAX_IDEMPOTENCY_KEY = 200

@@ -1,12 +1,16 @@
 """Schema migrations: the `migrate` command (`python -m <package> migrate`), never run at start.
 
-Versioned SQL files in `migrations/` are applied once each, in order, each in its own transaction,
-under a Postgres advisory lock so that replicas (or Jobs) started together apply them one at a time.
+Versioned SQL files are applied once each, in order, each in its own transaction, under a Postgres
+advisory lock so that replicas (or Jobs) started together apply them one at a time: first the
+platform's own (`sql/`: the outbox and the consumer's processed events), then each feature's
+directory, in the order `app.MIGRATIONS` lists them. A file's name without `.sql` is its version,
+unique across all directories.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -15,17 +19,30 @@ from .dependency import redact_url
 from .logs import log
 from .settings import Settings
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+PLATFORM_MIGRATIONS = Path(__file__).parent / "sql"
 
 
-def migration_files() -> list[Path]:
-    return sorted(MIGRATIONS_DIR.glob("*.sql"))
+def migration_files(feature_dirs: Sequence[Path] = ()) -> list[Path]:
+    """The platform's migrations, then each feature's, each directory in name order."""
+    files = [
+        path
+        for folder in (PLATFORM_MIGRATIONS, *feature_dirs)
+        for path in sorted(folder.glob("*.sql"))
+    ]
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise ValueError(f"migration version {path.stem} is in {seen[path.stem]} and {path}")
+        seen[path.stem] = path
+    return files
 
 
-async def migrate(settings: Settings) -> list[str]:
+async def migrate(settings: Settings, feature_dirs: Sequence[Path] = ()) -> list[str]:
     """Apply the pending migrations; returns the versions applied now."""
+    files = migration_files(feature_dirs)
     schema = settings.database_schema  # validated as a plain identifier by Settings
-    lock_key = zlib.crc32(f"{__name__}.{schema}".encode())
+    # The key of when this module was `<package>.migrations`: old and new Jobs exclude each other.
+    lock_key = zlib.crc32(f"{__name__.partition('.')[0]}.migrations.{schema}".encode())
     connection = await asyncpg.connect(
         settings.database_url,
         timeout=settings.db_connect_timeout,
@@ -42,7 +59,7 @@ async def migrate(settings: Settings) -> list[str]:
             )
             rows = await connection.fetch("SELECT version FROM schema_migrations")
             done = {row["version"] for row in rows}
-            for path in migration_files():
+            for path in files:
                 if path.stem in done:
                     continue
                 async with connection.transaction():

@@ -12,8 +12,8 @@ import contextlib
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .echo import MAX_MESSAGE_CHARS
-from .http_streams import END_TIMEOUT, SHUTTING_DOWN, OpenStream
+from ..platform.http_streams import END_TIMEOUT, SHUTTING_DOWN, OpenStream
+from .domain import MAX_MESSAGE_CHARS
 
 HEARTBEAT_S = 15.0
 """A ping every 15 s (a pong is due within half of it): keeps proxies' idle timeouts from

@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 
-from .http_server import SETTINGS, HttpRoutes, Routes, read_json_object
-from .items import Item, ItemStore, NewItem, parse_idempotency_key, parse_item_id, parse_new_item
-from .openapi import Doc, parameter
-from .request_id import current_request_id
+from ..platform.http_server import SETTINGS, HttpRoutes, Routes, read_json_object
+from ..platform.openapi import Doc, parameter
+from ..platform.request_id import current_request_id
+from .store import Item, ItemStore, NewItem, parse_idempotency_key, parse_item_id, parse_new_item
 
 ITEMS = web.AppKey("items", ItemStore)
 

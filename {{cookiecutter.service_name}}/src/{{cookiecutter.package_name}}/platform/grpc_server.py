@@ -20,7 +20,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from .echo import check_delay_ms, check_message, echo
 from .errors import InvalidArgumentError, OverloadedError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
@@ -35,7 +34,6 @@ from .metrics import (
 from .readiness import Readiness
 from .request_id import GRPC_METADATA_KEY, REQUEST_ID, request_id_from
 from .settings import Settings
-from .v1 import echo_pb2, echo_pb2_grpc
 
 SHUTTING_DOWN = "server shutting down"
 NEVER_SHED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -375,44 +373,8 @@ def _end_unavailable(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     context.set_details(SHUTTING_DOWN)
 
 
-class EchoService(echo_pb2_grpc.EchoServiceServicer):
-    """The echo example over gRPC (see `echo.py`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._max_delay_ms = settings.echo_max_delay_ms
-
-    async def Echo(  # noqa: N802 - names come from the proto
-        self,
-        request: echo_pb2.EchoRequest,
-        context: grpc.aio.ServicerContext[echo_pb2.EchoRequest, echo_pb2.EchoResponse],
-    ) -> echo_pb2.EchoResponse:
-        message = check_message(request.message)
-        delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
-        return echo_pb2.EchoResponse(message=await echo(message, delay_ms), sequence=1)
-
-    async def EchoStream(  # noqa: N802 - names come from the proto
-        self,
-        request: echo_pb2.EchoStreamRequest,
-        context: grpc.aio.ServicerContext[echo_pb2.EchoStreamRequest, echo_pb2.EchoResponse],
-    ) -> AsyncIterator[echo_pb2.EchoResponse]:
-        message = check_message(request.message)
-        delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
-        sequence = 0
-        while request.count == 0 or sequence < request.count:
-            sequence += 1
-            yield echo_pb2.EchoResponse(message=await echo(message, delay_ms), sequence=sequence)
-
-
 GrpcService = Callable[[grpc.aio.Server], str]
 """Registers one servicer on the server and returns the service's full name."""
-
-
-def echo_service(settings: Settings) -> GrpcService:
-    def register(server: grpc.aio.Server) -> str:
-        echo_pb2_grpc.add_EchoServiceServicer_to_server(EchoService(settings), server)
-        return str(echo_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name)
-
-    return register
 
 
 class GrpcServer(Component):
@@ -447,7 +409,7 @@ class GrpcServer(Component):
                 ("grpc.max_receive_message_length", settings.max_request_body_bytes),
             ],
         )
-        names = [register(self._server) for register in (echo_service(settings), *services)]
+        names = [register(self._server) for register in services]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.service_names = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(self.service_names, self._server)

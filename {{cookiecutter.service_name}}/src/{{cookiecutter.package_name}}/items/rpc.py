@@ -7,11 +7,11 @@ from typing import Any
 
 import grpc
 
-from .grpc_server import GrpcService
-from .items import Item, ItemStore, parse_idempotency_key, parse_item_id, parse_new_item
-from .request_id import current_request_id
-from .settings import Settings
-from .v1 import items_pb2, items_pb2_grpc
+from ..platform.grpc_server import GrpcService
+from ..platform.request_id import current_request_id
+from ..platform.settings import Settings
+from ..v1 import items_pb2, items_pb2_grpc
+from .store import Item, ItemStore, parse_idempotency_key, parse_item_id, parse_new_item
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

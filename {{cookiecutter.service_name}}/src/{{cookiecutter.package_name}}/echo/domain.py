@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from .errors import InvalidArgumentError
+from ..platform.errors import InvalidArgumentError
 
 MAX_MESSAGE_CHARS = 4096
 _INTEGER = re.compile(r"\s*-?[0-9]{1,12}\s*")
