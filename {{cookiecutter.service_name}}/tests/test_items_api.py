@@ -81,15 +81,12 @@ async def test_create_writes_the_item_and_its_event_together(
     assert (body["name"], body["quantity"]) == ("widget", 3)
     [row] = await backend.fetch("SELECT id, name, quantity FROM items")
     assert dict(row) == {"id": body["id"], "name": "widget", "quantity": 3}
-    [event] = await backend.fetch("SELECT stream, event_type, payload FROM outbox")
+    [event] = await backend.fetch("SELECT stream, event_type, payload, headers FROM outbox")
     assert event["stream"] == backend.settings.events_stream
     assert event["event_type"] == "item.created"
-    assert json.loads(event["payload"]) == {
-        "item_id": body["id"],
-        "name": "widget",
-        "quantity": 3,
-        "request_id": "rid-1",
-    }
+    assert json.loads(event["payload"]) == {"item_id": body["id"], "name": "widget", "quantity": 3}
+    # The request id travels in the event's headers, beside the payload, not in it.
+    assert json.loads(event["headers"])["request_id"] == "rid-1"
 
 
 async def test_repeated_idempotency_key_returns_the_original_item(
