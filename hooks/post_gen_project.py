@@ -45,6 +45,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
     ],
     "use_consumer": [
         "src/{package_name}/platform/consumer.py",
+        "src/{package_name}/platform/group_commit.py",
         "tests/*consumer*",
         "bench/*consumer*",
     ],

@@ -16,18 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog
 
 from {{ cookiecutter.package_name }}.app import MIGRATIONS
 from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED, on_item_created, on_items_created
 from {{ cookiecutter.package_name }}.platform.consumer import (
     EffectHandler,
     GroupEffectHandler,
+    Message,
     StreamConsumer,
-    _group_size,
     _messages,
-    _synthetic_event_id,
 )
 from {{ cookiecutter.package_name }}.platform.db import Connection, PostgresPool
+from {{ cookiecutter.package_name }}.platform.group_commit import group_size, synthetic_event_id
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
@@ -134,20 +135,20 @@ def test_messages_skip_deleted_entries_and_empty_replies() -> None:
     assert _messages(None) == []
     assert _messages([]) == []
     reply = [["s", [("1-0", {"type": "t"}), ("2-0", None), ("3-0", {})]]]
-    assert _messages(reply) == [("1-0", {"type": "t"})]
+    assert _messages(reply) == [Message("1-0", {"type": "t"})]
 
 
 def test_a_batch_is_shared_evenly_among_the_concurrent_groups() -> None:
-    assert _group_size(64, 8) == 8
-    assert _group_size(3, 8) == 1  # a small batch: a transaction per message, all concurrent
-    assert _group_size(5, 1) == 5
-    assert _group_size(10_000, 8) == 32  # bounded: locks and savepoints per transaction
+    assert group_size(64, 8) == 8
+    assert group_size(3, 8) == 1  # a small batch: a transaction per message, all concurrent
+    assert group_size(5, 1) == 5
+    assert group_size(10_000, 8) == 32  # bounded: locks and savepoints per transaction
 
 
 def test_synthetic_event_id_is_stable_per_message() -> None:
-    assert _synthetic_event_id("1-0") == _synthetic_event_id("1-0")
-    assert _synthetic_event_id("1-0") != _synthetic_event_id("1-1")
-    assert uuid.UUID(_synthetic_event_id("1-0")).version == 5
+    assert synthetic_event_id("1-0") == synthetic_event_id("1-0")
+    assert synthetic_event_id("1-0") != synthetic_event_id("1-1")
+    assert uuid.UUID(synthetic_event_id("1-0")).version == 5
 
 
 # -- against Postgres and Redis ----------------------------------------------------------------
@@ -159,7 +160,7 @@ async def test_event_without_event_id_dedupes_on_its_stream_id(harness: Harness)
     consumer = harness.consumer()
     await consumer.start()
     await eventually(lambda: harness.b.done(2), "processed", 15)
-    expected = {_synthetic_event_id(mid): mid for mid in message_ids}
+    expected = {synthetic_event_id(mid): mid for mid in message_ids}
     assert await harness.b.processed_ids() == expected
 
 
@@ -210,21 +211,84 @@ async def test_close_listeners_cuts_a_blocked_read_short(harness: Harness) -> No
     consumer = harness.consumer(CONSUMER_BLOCK_MS="4000")
     await consumer.start()
 
-    async def group_created() -> bool:
-        groups = await harness.b.redis.xinfo_groups(harness.b.stream)
-        return any(group["name"] == harness.b.group for group in groups)
+    async def blocked_in_read() -> bool:
+        return consumer._blocked_read is not None
 
-    await eventually(group_created, "group created", 10)
-    await asyncio.sleep(0.3)  # now inside the 4 s XREADGROUP BLOCK
+    await eventually(blocked_in_read, "inside the 4 s XREADGROUP BLOCK", 10)
     began = time.monotonic()
-    await stop(consumer)
-    assert time.monotonic() - began < 1.5  # not the rest of the BLOCK
-    # Nothing is read after close_listeners: a new event stays in the stream, undelivered.
+    await consumer.close_listeners()
+    # Published before drain and stop_tasks: a consumer still blocked in its read (or reading
+    # again) would take this event and handle it before stop_tasks returns.
     (item_id,) = await harness.b.insert_items(1)
     await harness.publish([item_id])
-    await asyncio.sleep(0.5)
-    assert await harness.b.pending() == 0
+    await asyncio.wait_for(consumer.drain(), 10)
+    await asyncio.wait_for(consumer.stop_tasks(), 10)
+    assert time.monotonic() - began < 1.5  # not the rest of the BLOCK
+    assert consumer.outcomes == Counter()
     assert await harness.b.processed() == 0
+    assert len(await harness.b.stream_events()) == 1
+    # Unread, or delivered to the read's connection as it closed: then left pending, unhandled.
+    assert await harness.b.pending() <= 1
+
+
+async def test_no_read_starts_after_close_listeners_during_a_claim(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: stopping while the loop claims (XAUTOCLAIM) used to let it go on to its
+    XREADGROUP and take new messages after "stop reading"."""
+    client = harness.redis.client
+    claim = client.xautoclaim
+    claiming, release = asyncio.Event(), asyncio.Event()
+
+    async def held_claim(*args: Any, **kwargs: Any) -> Any:
+        claiming.set()
+        await release.wait()
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(client, "xautoclaim", held_claim)
+    consumer = harness.consumer()
+    await consumer.start()
+    await asyncio.wait_for(claiming.wait(), 10)
+    await consumer.close_listeners()  # the loop is inside the claim step
+    (item_id,) = await harness.b.insert_items(1)
+    await harness.publish([item_id])
+    release.set()
+    await asyncio.wait_for(consumer.drain(), 10)
+    await asyncio.wait_for(consumer.stop_tasks(), 10)  # the loop has ended: it read or it did not
+    assert await harness.b.pending() == 0  # never delivered to this consumer
+    assert await harness.b.processed() == 0
+    assert consumer.outcomes == Counter()
+
+
+async def test_the_request_id_of_an_event_is_on_its_effect_log_lines(harness: Harness) -> None:
+    """From the entry's headers (outbox.enqueue); from the payload for events written before."""
+    b = harness.b
+    new_style, old_style = await b.insert_items(2)
+    seen: dict[int, object] = {}
+
+    async def recording(connection: Connection, payload: dict[str, Any]) -> None:
+        seen[payload["item_id"]] = structlog.contextvars.get_contextvars().get("request_id")
+        await on_item_created(connection, payload)
+
+    await b.xadd_all(
+        [
+            {
+                "type": ITEM_CREATED,
+                "event_id": str(uuid.uuid4()),
+                "payload": json.dumps({"item_id": new_style}),
+                "headers": json.dumps({"request_id": "rid-headers"}),
+            },
+            {
+                "type": ITEM_CREATED,
+                "event_id": str(uuid.uuid4()),
+                "payload": json.dumps({"item_id": old_style, "request_id": "rid-payload"}),
+            },
+        ]
+    )
+    consumer = harness.consumer(recording)
+    await consumer.start()
+    await eventually(lambda: b.done(2), "processed", 15)
+    assert seen == {new_style: "rid-headers", old_style: "rid-payload"}
 
 
 async def test_batch_in_hand_finishes_and_is_acked_across_shutdown(harness: Harness) -> None:

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from {{ cookiecutter.package_name }}.app import MIGRATIONS
 from {{ cookiecutter.package_name }}.items.routes import item_routes
+from {{ cookiecutter.package_name }}.platform import outbox
 from {{ cookiecutter.package_name }}.platform.http_server import create_app
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
@@ -81,15 +82,26 @@ async def test_create_writes_the_item_and_its_event_together(
     assert (body["name"], body["quantity"]) == ("widget", 3)
     [row] = await backend.fetch("SELECT id, name, quantity FROM items")
     assert dict(row) == {"id": body["id"], "name": "widget", "quantity": 3}
-    [event] = await backend.fetch("SELECT stream, event_type, payload FROM outbox")
+    [event] = await backend.fetch("SELECT stream, event_type, payload, headers FROM outbox")
     assert event["stream"] == backend.settings.events_stream
     assert event["event_type"] == "item.created"
-    assert json.loads(event["payload"]) == {
-        "item_id": body["id"],
-        "name": "widget",
-        "quantity": 3,
-        "request_id": "rid-1",
-    }
+    assert json.loads(event["payload"]) == {"item_id": body["id"], "name": "widget", "quantity": 3}
+    # The request id travels in the event's headers, beside the payload, not in it.
+    assert json.loads(event["headers"])["request_id"] == "rid-1"
+
+
+async def test_enqueue_writes_only_within_the_callers_transaction(backend: Backend) -> None:
+    async with backend.db.pool.acquire() as connection:
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            await outbox.enqueue(connection, "thing.done", {"n": 1}, stream="s")
+    async with backend.db.transaction() as connection:
+        event_id = await outbox.enqueue(connection, "thing.done", {"n": 1}, stream="s")
+        with pytest.raises(TypeError):  # not JSON: refused before anything is written
+            await outbox.enqueue(connection, "thing.done", {"n": object()}, stream="s")
+    [row] = await backend.fetch("SELECT event_id, stream, event_type, payload, headers FROM outbox")
+    assert (row["event_id"], row["stream"], row["event_type"]) == (event_id, "s", "thing.done")
+    assert json.loads(row["payload"]) == {"n": 1}
+    assert json.loads(row["headers"]) == {}  # outside a request or RPC: no request id
 
 
 async def test_repeated_idempotency_key_returns_the_original_item(

@@ -4,6 +4,7 @@ event, idempotency-key metadata, status codes, the caller's deadline, health unt
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,10 +86,13 @@ async def test_create_then_get(stub: Stub, backend: Backend) -> None:
     assert (created.name, created.quantity) == ("gadget", 7)
     assert datetime.fromisoformat(created.created_at).tzinfo is not None
     assert await stub.GetItem(items_pb2.GetItemRequest(id=created.id)) == created
-    [event] = await backend.fetch("SELECT event_type, payload::text AS payload FROM outbox")
+    [event] = await backend.fetch(
+        "SELECT event_type, payload::text AS payload, headers::text AS headers FROM outbox"
+    )
     assert event["event_type"] == "item.created"
     assert f'"item_id": {created.id}' in event["payload"]
-    assert '"request_id": "rid-g"' in event["payload"]
+    assert "request_id" not in event["payload"]
+    assert json.loads(event["headers"])["request_id"] == "rid-g"
 
 
 async def test_idempotency_key_metadata_returns_the_original(stub: Stub, backend: Backend) -> None:

@@ -70,9 +70,16 @@ def test_the_event_of_a_traced_request_carries_its_trace_context() -> None:
         assert queries
         assert {span.attributes.get("db.system") for span in queries} <= {"postgresql", None}
 
-        # The outbox row (and so the stream entry) carries the request's span as the parent.
-        expected = {"traceparent": f"00-{trace_id}-{server.span_id}-01"}
-        assert _eventually(lambda: expected in _stream_headers(service)), service.output()
+        # The outbox row (and so the stream entry) carries the request's span as the parent,
+        # beside the request id.
+        expected = f"00-{trace_id}-{server.span_id}-01"
+
+        def published() -> bool:
+            return any(h.get("traceparent") == expected for h in _stream_headers(service))
+
+        assert _eventually(published), service.output()
+        [headers] = _stream_headers(service)
+        assert headers["request_id"], headers
         assert trace_id in log_trace_ids(service, "http_request")
 {%- if cookiecutter.use_consumer == "yes" %}
 

@@ -8,7 +8,6 @@ from aiohttp import web
 
 from ..platform.http_server import SETTINGS, HttpRoutes, Routes, read_json_object
 from ..platform.openapi import Doc, parameter
-from ..platform.request_id import current_request_id
 from .store import Item, ItemStore, NewItem, parse_idempotency_key, parse_item_id, parse_new_item
 
 ITEMS = web.AppKey("items", ItemStore)
@@ -52,7 +51,7 @@ async def create_item(request: web.Request) -> web.Response:
     new = parse_new_item(await read_json_object(request))
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     async with asyncio.timeout(request.app[SETTINGS].request_timeout):
-        item, created = await request.app[ITEMS].create(new, key, current_request_id())
+        item, created = await request.app[ITEMS].create(new, key)
     return _json(item, 201 if created else 200)
 
 

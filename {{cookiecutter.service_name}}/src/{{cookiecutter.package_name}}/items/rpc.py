@@ -8,7 +8,6 @@ from typing import Any
 import grpc
 
 from ..platform.grpc_server import GrpcService
-from ..platform.request_id import current_request_id
 from ..platform.settings import Settings
 from ..v1 import items_pb2, items_pb2_grpc
 from .store import Item, ItemStore, parse_idempotency_key, parse_item_id, parse_new_item
@@ -39,7 +38,7 @@ class ItemService(items_pb2_grpc.ItemServiceServicer):
         metadata = dict(context.invocation_metadata() or ())
         key = parse_idempotency_key(_text(metadata.get("idempotency-key")))
         async with asyncio.timeout(self._budget(context)):
-            item, _ = await self._store.create(new, key, current_request_id())
+            item, _ = await self._store.create(new, key)
         return _message(item)
 
     async def GetItem(  # noqa: N802 - names come from the proto

@@ -1,13 +1,12 @@
 """The example domain: items in Postgres, their events through the outbox, a Redis read cache.
 
-Create = one transaction writing the item *and* its `item.created` outbox row (the relay publishes
-it), so an event exists exactly for the committed rows. Read = cache-aside through Redis.
+Create = one transaction writing the item *and* its `item.created` event (`outbox.enqueue`; the
+relay publishes it), so an event exists exactly for the committed rows. Read = cache-aside
+through Redis.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +22,11 @@ from pydantic import (
     field_validator,
 )
 
+from ..platform import outbox
 from ..platform.db import Connection, PostgresPool
 from ..platform.errors import InvalidArgumentError, NotFoundError
 from ..platform.logs import log
-from ..platform.outbox import EventContext, NoEventContext
+from ..platform.outbox import EventContext
 from ..platform.redis_client import RedisClient
 from ..platform.settings import Settings
 
@@ -116,14 +116,12 @@ class ItemStore:
     ) -> None:
         self._db = db
         self._cache = cache
-        self._events = events or NoEventContext()
+        self._events = events
         self._stream = settings.events_stream
         self._ttl = settings.cache_ttl_seconds
         self._prefix = settings.cache_prefix
 
-    async def create(
-        self, new: NewItem, idempotency_key: str | None, request_id: str = ""
-    ) -> tuple[Item, bool]:
+    async def create(self, new: NewItem, idempotency_key: str | None) -> tuple[Item, bool]:
         """Insert the item and its event atomically. Returns (item, created); a repeated
         idempotency key returns the original item and `created=False`."""
         async with self._db.transaction() as connection:
@@ -144,14 +142,8 @@ class ItemStore:
                 return _item(original), False
             item = _item(row)
             payload = {"item_id": item.id, "name": item.name, "quantity": item.quantity}
-            await connection.execute(
-                "INSERT INTO outbox (event_id, stream, event_type, payload, headers)"
-                " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)",
-                uuid.uuid4(),
-                self._stream,
-                ITEM_CREATED,
-                json.dumps({**payload, "request_id": request_id}),
-                json.dumps(self._events.outgoing()),
+            await outbox.enqueue(
+                connection, ITEM_CREATED, payload, stream=self._stream, context=self._events
             )
         return item, True
 

@@ -1,96 +1,54 @@
-"""A Redis Streams consumer-group worker with exactly-once effects in Postgres.
+"""A Redis Streams consumer-group worker with exactly-once effects in Postgres: the stream runtime.
 
 Delivery is at-least-once; effects are exactly-once because each event's id is inserted into
-`processed_events` in the same transaction as its effect, and XACK follows the COMMIT. On start
+`processed_events` in the same transaction as its effect (group_commit.py), and XACK follows the
+COMMIT. This module is the Redis side: reading, claiming, acking and dead-lettering. On start
 the worker re-reads its own pending entries (same consumer name across restarts, e.g. the pod's
 hostname), then regularly XAUTOCLAIMs entries idle too long in dead consumers. After
 CONSUMER_MAX_DELIVERIES failed deliveries a message moves to the dead-letter stream, with the
 error, in one Lua script together with its XACK.
 
-Group commits: a batch is split into at most CONSUMER_CONCURRENCY groups handled concurrently.
-A group is one transaction: one statement inserts the `processed_events` rows of all its events,
-then their effects run one after another. Failures are rare, so the first try takes no
-savepoints (they would cost a round trip per message): if an effect fails, the transaction rolls
-back and the group runs again without that message, this time with a SAVEPOINT per effect, so
-that a further failure rolls back its own message only (its row is deleted before the COMMIT).
-A failed message is retried (left pending) or dead-lettered; its neighbours commit. Once the
-batch's groups are done, one XACK acknowledges the messages whose effects committed. The commit
-(its WAL flush) and the dedupe insert are paid once per group, the ack once per batch, instead
-of once per message.
+A batch is split into at most CONSUMER_CONCURRENCY groups handled concurrently, each in one
+transaction (see group_commit.py). A failed message is retried (left pending) or dead-lettered;
+its neighbours commit. Once the batch's groups are done, one XACK acknowledges the messages
+whose effects committed: the ack is paid once per batch instead of once per message.
 
-Shutdown: stop reading (a blocked XREADGROUP is the only thing ever cancelled early), finish the
-messages in hand, ack only what committed; whatever was not acked stays pending for the next run.
+Shutdown: stop reading (every read and claim checks first; a blocked XREADGROUP is the only
+thing ever cancelled early), finish the messages in hand, ack only what committed; whatever was
+not acked stays pending for the next run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
+import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
 import redis.asyncio as redis
-import structlog
 from redis.exceptions import ResponseError
 
-from .db import Connection, PostgresPool
+from .db import PostgresPool
 from .dependency import DependencyUnavailableError
+from .group_commit import (
+    TRANSIENT_ERRORS,
+    EffectHandler,
+    Failure,
+    GroupCommit,
+    GroupEffectHandler,
+    Message,
+    group_size,
+)
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
 from .metrics import CONSUMER_LAG, CONSUMER_MESSAGES, CONSUMER_PENDING, refresh_at_scrape
-from .outbox import EventContext, NoEventContext
+from .outbox import EventContext
 from .redis_client import RedisClient
 from .settings import Settings
 
-EffectHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
-"""Applies one event's effect inside the consumer's transaction, which it shares with the other
-events of its group: raise to roll the effect back. An effect can run twice for one delivery (its
-first run rolled back with the group when a neighbour failed): only the run that commits counts,
-so whatever it does outside the transaction must be idempotent, as delivery is at-least-once."""
-
-GroupEffectHandler = Callable[[Connection, list[dict[str, Any]]], Awaitable[None]]
-"""Optional, per event type: applies the effects of all the new events of that type in a group at
-once (one statement for all of them, say), in the group's transaction. If it raises, the group
-runs again one event at a time through the type's EffectHandler, which tells the failed event
-from the others: it must do exactly what the EffectHandler does for each event. Not used with
-tracing on (each event's effect gets a span of its own there)."""
-
-Message = tuple[str, dict[str, str]]
-_Failure = tuple[str, dict[str, str], Exception]
-"""A message that failed: its id, its fields, its error."""
-_Event = tuple[str, dict[str, str], uuid.UUID]
-"""A message with its event id."""
-
-MAX_GROUP = 32
-"""Messages per transaction at most (a batch is shared among CONSUMER_CONCURRENCY groups):
-bounds how long a transaction holds its locks, and keeps its savepoints (subtransactions) below
-the 64 Postgres caches per transaction."""
-
-CLAIM_EVENTS_SQL = (
-    "INSERT INTO processed_events (event_id, message_id, event_type)"
-    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-)
-"""The group's events into `processed_events` in one statement: those it returns are new (an
-event processed before is a duplicate, its effect is skipped)."""
-
-UNCLAIM_EVENTS_SQL = "DELETE FROM processed_events WHERE event_id = ANY($1::uuid[])"
-"""The rows of the events whose effects failed (rolled back to their savepoints): they go too."""
-
-TRANSIENT_ERRORS = (
-    OSError,
-    TimeoutError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    DependencyUnavailableError,
-)
-"""Infrastructure failures: never a reason to dead-letter a message."""
+__all__ = ["EffectHandler", "GroupEffectHandler", "Message", "StreamConsumer"]
 
 DEAD_LETTER_SCRIPT = """
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
@@ -100,26 +58,11 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 stops at the failing XADD: a message is never acked without its dead-letter copy."""
 
 
-class _DuplicateOfFailedError(Exception):
-    """An event delivered twice in one group whose first copy failed: this copy is left pending
-    and handled again on its own (its first copy's failure is not its own)."""
-
-
-class _GroupEffectFailedError(Exception):
-    """Rolls back a group's first try when a GroupEffectHandler failed: which event failed is told
-    by the second try, one event (and savepoint) at a time."""
-
-
-class _EffectFailedError(Exception):
-    """Rolls back a group's first try, which takes no savepoints, at its first failed effect."""
-
-    def __init__(self, event: _Event, error: Exception) -> None:
-        super().__init__(repr(error))
-        self.event = event
-        self.error = error
-
-
 class StreamConsumer(Component):
+    """Consumes the events stream (EVENTS_STREAM) in its consumer group: `handlers` are the
+    effects by event type (and `group_handlers` their optional batched forms, see
+    group_commit.py); `events` is the trace context's way in (tracing.events), if any."""
+
     name = "consumer"
 
     def __init__(
@@ -132,19 +75,17 @@ class StreamConsumer(Component):
         group_handlers: Mapping[str, GroupEffectHandler] | None = None,
     ) -> None:
         self._db = db
-        self._events = events or NoEventContext()
         self._redis = redis_client
         self._settings = settings
-        self._handlers = dict(handlers)
-        # An event's span covers its own effect: with tracing, each effect runs on its own.
-        self._group_handlers = dict(group_handlers or {}) if events is None else {}
         self._stream = settings.events_stream
         self._group = settings.consumer_group
         self._consumer = settings.consumer_name
+        self._group_commit = GroupCommit(db, self._stream, handlers, events, group_handlers)
         self._in_flight = InFlight()
         self._slots = asyncio.Semaphore(settings.consumer_concurrency)
-        self._stopping = False
-        self._waiting_for_messages = False
+        self._stopped_reading = asyncio.Event()
+        self._blocked_read: asyncio.Future[Any] | None = None
+        """The XREADGROUP ... BLOCK in progress, if any: what stopping cancels."""
         self._loop_task: asyncio.Task[None] | None = None
         self.outcomes: Counter[str] = Counter()
         """Messages by outcome: processed, failed, dead_lettered, cancelled (at the deadline)."""
@@ -164,6 +105,11 @@ class StreamConsumer(Component):
     @property
     def dead_lettered(self) -> int:
         return self.outcomes["dead_lettered"]
+
+    @property
+    def _reading(self) -> bool:
+        """False from `close_listeners` on: no read or claim starts any more."""
+        return not self._stopped_reading.is_set()
 
     def _count(self, outcome: str, messages: int = 1) -> None:
         self.outcomes[outcome] += messages
@@ -189,14 +135,14 @@ class StreamConsumer(Component):
         refresh_at_scrape(self._refresh_backlog)
         self._loop_task = self.spawn(self._run(), "loop")
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- the loop: every read and claim starts only while reading ------------------------------
 
     async def _run(self) -> None:
         backoff = 0.1
         recovered = False
         next_claim = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while self._reading:
             try:
                 client = self._redis.client
                 self._db.ensure_available()
@@ -207,15 +153,10 @@ class StreamConsumer(Component):
                 if loop.time() >= next_claim:
                     await self._claim_abandoned(client)
                     next_claim = loop.time() + self._settings.consumer_claim_idle_ms / 2000
-                messages = await self._read_new(client)
-                await self._process(messages, fresh=True)
+                await self._process(await self._read_new(client), fresh=True)
                 backoff = 0.1
-            except asyncio.CancelledError:
-                if not self._stopping:
-                    raise
-                _uncancel()  # our own cancel of a blocked read: stop quietly
             except DependencyUnavailableError:
-                await asyncio.sleep(0.1)  # still connecting
+                await self._pause(0.1)  # still connecting
             except ResponseError as error:
                 if "NOGROUP" not in str(error):
                     raise
@@ -224,9 +165,14 @@ class StreamConsumer(Component):
             except TRANSIENT_ERRORS as error:
                 reason = str(error) or repr(error)
                 log.warning("consumer_backing_off", error=reason, retry_in_s=backoff)
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, self._settings.dependency_max_backoff)
         log.info("consumer_stopped", processed=self.processed, dead_lettered=self.dead_lettered)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless reading stops meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped_reading.wait(), seconds)
 
     async def _ensure_group(self, client: redis.Redis) -> None:
         try:
@@ -236,23 +182,33 @@ class StreamConsumer(Component):
                 raise
 
     async def _read_new(self, client: redis.Redis) -> list[Message]:
-        """Block for new messages; the only await that shutdown may cancel."""
-        self._waiting_for_messages = True
-        try:
-            reply = await client.xreadgroup(
+        """Block for new messages (none once reading stopped). The read runs as a task of its
+        own, the one thing stopping cancels: anything it was about to deliver stays pending
+        for this consumer."""
+        if not self._reading:
+            return []
+        read = asyncio.ensure_future(
+            client.xreadgroup(
                 self._group,
                 self._consumer,
                 {self._stream: ">"},
                 count=self._settings.consumer_batch_size,
                 block=self._settings.consumer_block_ms,
             )
+        )
+        self._blocked_read = read
+        try:
+            await asyncio.wait((read,))
         finally:
-            self._waiting_for_messages = False
-        return _messages(reply)
+            self._blocked_read = None
+            read.cancel()  # a no-op once done; if the loop itself is cancelled, the read too
+        if read.cancelled():  # by close_listeners: reading stopped
+            return []
+        return _messages(read.result())
 
     async def _process_own_pending(self, client: redis.Redis) -> None:
         last_id = "0"
-        while not self._stopping:
+        while self._reading:
             reply = await client.xreadgroup(
                 self._group,
                 self._consumer,
@@ -264,11 +220,11 @@ class StreamConsumer(Component):
                 return
             log.info("consumer_recovering_pending", count=len(messages))
             await self._process(messages, fresh=False)
-            last_id = messages[-1][0]
+            last_id = messages[-1].id
 
     async def _claim_abandoned(self, client: redis.Redis) -> None:
         start = "0-0"
-        while not self._stopping:
+        while self._reading:
             reply = await client.xautoclaim(
                 self._stream,
                 self._group,
@@ -277,7 +233,8 @@ class StreamConsumer(Component):
                 start_id=start,
                 count=self._settings.consumer_batch_size,
             )
-            start, claimed = reply[0], [(mid, fields) for mid, fields in reply[1] if fields]
+            start = reply[0]
+            claimed = [Message(str(mid), dict(fields)) for mid, fields in reply[1] if fields]
             if claimed:
                 log.info("consumer_claimed", count=len(claimed))
                 await self._process(claimed, fresh=False)
@@ -291,8 +248,8 @@ class StreamConsumer(Component):
         it (never abandons it)."""
         if not messages:
             return
-        deliveries = {mid: 1 for mid, _ in messages} if fresh else await self._deliveries(messages)
-        size = _group_size(len(messages), self._settings.consumer_concurrency)
+        deliveries = {m.id: 1 for m in messages} if fresh else await self._deliveries(messages)
+        size = group_size(len(messages), self._settings.consumer_concurrency)
         committed = await asyncio.gather(
             *(
                 self._handle_group(messages[start : start + size], deliveries)
@@ -306,12 +263,12 @@ class StreamConsumer(Component):
         # One XPENDING per id (pipelined): a single range query with COUNT len(messages) can
         # return other pending entries of ours lying in between instead, under-counting these.
         async with self._redis.client.pipeline(transaction=False) as pipe:
-            for mid, _ in messages:
+            for message in messages:
                 pipe.xpending_range(
                     self._stream,
                     self._group,
-                    min=mid,
-                    max=mid,
+                    min=message.id,
+                    max=message.id,
                     count=1,
                     consumername=self._consumer,
                 )
@@ -326,47 +283,21 @@ class StreamConsumer(Component):
         """One group of a batch: its transaction, then each failed message retried later (left
         pending) or dead-lettered. Returns the ids to ack: those whose effects committed."""
         async with self._slots:
-            first_id, event_type = group[0][0], group[0][1].get("type", "?")
             self._in_hand += len(group)
             try:
-                with self._in_flight.track(f"consume {event_type} {first_id}"):
-                    return await self._commit(group, deliveries)
+                with self._in_flight.track(f"consume {group[0].event_type or '?'} {group[0].id}"):
+                    outcome = await self._group_commit.commit(group)
+                    for failure in outcome.failed:
+                        if failure.permanent:
+                            await self._retry_or_dead_letter(failure, deliveries)
+                        else:
+                            self._count("failed")  # stays pending, never dead-lettered for this
+                    return outcome.committed
             except asyncio.CancelledError:
                 self._count("cancelled", len(group))  # at the shutdown deadline: stays pending
                 raise
             finally:
                 self._in_hand -= len(group)
-
-    async def _commit(self, group: list[Message], deliveries: Mapping[str, int]) -> list[str]:
-        """The group's transaction, then the failed messages; the ids committed."""
-        try:
-            committed, failed = await self._commit_group(group)
-        except TRANSIENT_ERRORS as error:
-            # Nothing of the group committed: all of it stays pending, redelivered once the
-            # dependencies are back (an effect that did commit is then a no-op).
-            log.warning(
-                "consume_failed_transient", messages=len(group), error=str(error) or repr(error)
-            )
-            self._count("failed", len(group))
-            return []
-        except Exception as error:
-            if len(group) > 1:
-                # Failed outside any message's savepoint (at COMMIT: a deferred constraint,
-                # say): one transaction per message tells which message it was.
-                log.warning("consume_group_failed", messages=len(group), error=repr(error))
-                one_by_one: list[str] = []
-                for message in group:
-                    one_by_one += await self._commit([message], deliveries)
-                return one_by_one
-            [(message_id, fields)] = group
-            committed, failed = [], [(message_id, fields, error)]
-        for message_id, fields, failure in failed:
-            if isinstance(failure, (*TRANSIENT_ERRORS, _DuplicateOfFailedError)):
-                self._count("failed")  # stays pending, never dead-lettered for this
-            else:
-                deliveries_so_far = deliveries.get(message_id, 1)
-                await self._retry_or_dead_letter(message_id, fields, failure, deliveries_so_far)
-        return committed
 
     async def _ack(self, message_ids: list[str]) -> None:
         """One XACK for the messages of a batch whose effects committed."""
@@ -384,196 +315,31 @@ class StreamConsumer(Component):
         else:
             self._count("processed", len(message_ids))
 
-    async def _commit_group(self, group: list[Message]) -> tuple[list[str], list[_Failure]]:
-        """The group's transaction: the ids whose effects it committed (or had committed
-        before: duplicates), and the messages that failed, with their errors."""
-        failed: list[_Failure] = []
-        events: list[_Event] = []
-        for message_id, fields in group:
-            try:
-                events.append((message_id, fields, _event_id(message_id, fields)))
-            except ValueError as error:  # not a UUID: no retry can fix it
-                failed.append((message_id, fields, error))
-        if not events:
-            return [], failed
-        try:
-            committed, _ = await self._transaction(events, savepoints=False)
-        except _GroupEffectFailedError:
-            committed, failed_in_group = await self._transaction(events, savepoints=True)
-            failed += failed_in_group
-        except _EffectFailedError as first:
-            # Rolled back at the first failure: again without it, a savepoint per message.
-            failed.append((*first.event[:2], first.error))
-            rest = [event for event in events if event is not first.event]
-            committed, failed_in_rest = await self._transaction(
-                rest, savepoints=True, failed_before=first.event[2]
-            )
-            failed += failed_in_rest
-        return committed, failed
-
-    async def _transaction(
-        self,
-        events: list[_Event],
-        *,
-        savepoints: bool,
-        failed_before: uuid.UUID | None = None,
-    ) -> tuple[list[str], list[_Failure]]:
-        """One try at the group's transaction. Without savepoints, the first failed effect
-        raises _EffectFailedError (rolling it all back); with them, each failure rolls back
-        its own message only. The copies of the event `failed_before` are left pending."""
-        committed: list[str] = []
-        failed: list[_Failure] = []
-        succeeded: dict[uuid.UUID, bool] = {}  # events handled by this try
-        if failed_before is not None:
-            succeeded[failed_before] = False
-        # Sorted by event id: concurrent groups lock their rows in the same order, no deadlock.
-        claims = sorted((e for e in events if e[2] not in succeeded), key=lambda e: e[2])
-        async with self._db.transaction() as connection:
-            rows = await connection.fetch(
-                CLAIM_EVENTS_SQL,
-                [event_id for _, _, event_id in claims],
-                [message_id for message_id, _, _ in claims],
-                [fields.get("type", "") for _, fields, _ in claims],
-            )
-            new = {row[0] for row in rows}
-            if not savepoints and self._group_handlers:
-                await self._apply_group_effects(connection, events, new, succeeded)
-            unclaim: list[uuid.UUID] = []
-            for index, event in enumerate(events):
-                message_id, fields, event_id = event
-                if event_id in succeeded or event_id not in new:  # a duplicate
-                    if succeeded.get(event_id, True):
-                        committed.append(message_id)
-                    else:
-                        failed.append((message_id, fields, _DuplicateOfFailedError(event_id)))
-                    continue
-                savepoint = f"message_{index}" if savepoints else None
-                failure = await self._handle_message(connection, savepoint, message_id, fields)
-                succeeded[event_id] = failure is None
-                if failure is None:
-                    committed.append(message_id)
-                elif savepoint is None:
-                    raise _EffectFailedError(event, failure)
-                else:
-                    failed.append((message_id, fields, failure))
-                    unclaim.append(event_id)
-            if unclaim:
-                await connection.execute(UNCLAIM_EVENTS_SQL, unclaim)
-        return committed, failed
-
-    async def _apply_group_effects(
-        self,
-        connection: Connection,
-        events: list[_Event],
-        new: set[uuid.UUID],
-        succeeded: dict[uuid.UUID, bool],
-    ) -> None:
-        """The first try's new events of the types with a GroupEffectHandler: one call per type
-        (marked in `succeeded`, so the per-event loop only acks them). A bad payload fails its
-        own event (_EffectFailedError); a failed group effect the whole try."""
-        by_type: dict[str, list[dict[str, Any]]] = {}
-        for event in events:
-            _, fields, event_id = event
-            event_type = fields.get("type", "")
-            if event_type not in self._group_handlers or event_id not in new:
-                continue
-            if event_id in succeeded:  # a second copy in this group: the first one counts
-                continue
-            try:
-                _, payload = self._effect_of(fields)
-            except ValueError as error:
-                raise _EffectFailedError(event, error) from error
-            by_type.setdefault(event_type, []).append(payload)
-            succeeded[event_id] = True
-        for event_type, payloads in by_type.items():
-            try:
-                await self._group_handlers[event_type](connection, payloads)
-            except TRANSIENT_ERRORS:
-                raise  # the whole group stays pending
-            except Exception as error:
-                raise _GroupEffectFailedError(repr(error)) from error
-
-    async def _handle_message(
-        self,
-        connection: Connection,
-        savepoint: str | None,
-        message_id: str,
-        fields: dict[str, str],
-    ) -> Exception | None:
-        """Everything about one new event, in its own scope (its ids on the log lines; a span,
-        with tracing on), in the group's transaction: its effect, in a savepoint of its own if
-        named. A failure is returned (None: the effect is done and commits with the group); a
-        savepoint rolls it back alone."""
-        event_type = fields.get("type", "?")
-        task = asyncio.current_task()
-        if task is not None:
-            task.set_name(f"consume {event_type} {message_id}")  # named as it hangs, if it does
-        tokens = dict(structlog.contextvars.bind_contextvars(message_id=message_id))
-        try:
-            # A failure leaves the event's scope as an exception, so a span records it.
-            with self._events.incoming(self._stream, event_type, message_id, _headers(fields)):
-                try:
-                    handler, payload = self._effect_of(fields)
-                    if request_id := payload.get("request_id"):
-                        bound = structlog.contextvars.bind_contextvars(request_id=str(request_id))
-                        tokens.update(bound)
-                    if savepoint is None:
-                        await handler(connection, payload)
-                    else:
-                        # Not released when done: COMMIT ends every savepoint of the
-                        # transaction, a RELEASE per message would only add a round trip.
-                        await connection.execute(f"SAVEPOINT {savepoint}")
-                        try:
-                            await handler(connection, payload)
-                        except Exception:
-                            await connection.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
-                            raise
-                except TRANSIENT_ERRORS as error:
-                    log.warning("consume_failed_transient", error=str(error) or repr(error))
-                    raise
-        except Exception as error:
-            return error  # a permanent failure is logged once the group's fate is known
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
-        return None
-
-    def _effect_of(self, fields: dict[str, str]) -> tuple[EffectHandler, dict[str, Any]]:
-        """The event's handler and payload (ValueError for an event no retry can fix)."""
-        event_type = fields.get("type", "")
-        handler = self._handlers.get(event_type)
-        if handler is None:
-            raise ValueError(f"no handler for event type {event_type!r}")
-        payload = json.loads(fields.get("payload", "null"))
-        if not isinstance(payload, dict):
-            raise ValueError("payload is not a JSON object")
-        return handler, payload
-
-    async def _retry_or_dead_letter(
-        self, message_id: str, fields: dict[str, str], error: Exception, deliveries: int
-    ) -> None:
+    async def _retry_or_dead_letter(self, failure: Failure, deliveries: Mapping[str, int]) -> None:
         """A message that failed for a reason of its own: left pending (delivered again after
         CONSUMER_CLAIM_IDLE_MS) until its last delivery, then dead-lettered."""
-        if deliveries < self._settings.consumer_max_deliveries:
+        message_id, error = failure.message.id, failure.error
+        delivered = deliveries.get(message_id, 1)
+        if delivered < self._settings.consumer_max_deliveries:
             log.warning(
-                "consume_failed", message_id=message_id, deliveries=deliveries, error=repr(error)
+                "consume_failed", message_id=message_id, deliveries=delivered, error=repr(error)
             )
             self._count("failed")
             return
         try:
-            await self._dead_letter(message_id, fields, error, deliveries)
-        except (*TRANSIENT_ERRORS, ResponseError) as failure:
+            await self._dead_letter(failure, delivered)
+        except (*TRANSIENT_ERRORS, ResponseError) as problem:
             # Stays pending, retried at its next claim: never stops the consumer.
             log.warning(
-                "dead_letter_failed", message_id=message_id, error=str(failure) or repr(failure)
+                "dead_letter_failed", message_id=message_id, error=str(problem) or repr(problem)
             )
             self._count("failed")
 
-    async def _dead_letter(
-        self, message_id: str, fields: dict[str, str], error: Exception, deliveries: int
-    ) -> None:
+    async def _dead_letter(self, failure: Failure, deliveries: int) -> None:
         """Copy to the dead-letter stream and ack, atomically (one script)."""
+        message_id, error = failure.message.id, failure.error
         entry = {
-            **fields,
+            **failure.message.fields,
             "original_id": message_id,
             "original_stream": self._stream,
             "error": repr(error)[:2000],
@@ -598,20 +364,28 @@ class StreamConsumer(Component):
 
     # -- shutdown --------------------------------------------------------------------------------
 
+    def _stop_reading(self) -> None:
+        """No read or claim starts from now on; a blocked XREADGROUP is cancelled."""
+        self._stopped_reading.set()
+        if self._blocked_read is not None:
+            self._blocked_read.cancel()
+
     async def close_listeners(self) -> None:
         """Stop reading. A blocked XREADGROUP is cancelled (anything it was about to deliver
-        stays pending for this consumer); a batch being processed is never interrupted."""
-        self._stopping = True
+        stays pending for this consumer); a read or claim under way finishes, but the loop
+        starts no other; a batch being processed is never interrupted."""
         self._outcomes_at_close = self.outcomes.copy()
         self._in_flight_at_close = self._in_hand
-        if self._waiting_for_messages and self._loop_task is not None:
-            self._loop_task.cancel()
+        read = self._blocked_read
+        self._stop_reading()
+        if read is not None:
+            await asyncio.wait((read,))  # over (its connection closed) once this returns
 
     async def drain(self) -> None:
         await self._in_flight.wait_idle()
 
     async def stop_tasks(self) -> None:
-        self._stopping = True
+        self._stop_reading()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
@@ -628,46 +402,8 @@ class StreamConsumer(Component):
 
 
 def _messages(reply: Any) -> list[Message]:
-    """XREADGROUP's reply as [(id, fields)], skipping entries deleted from the stream."""
+    """XREADGROUP's reply as messages, skipping entries deleted from the stream."""
     if not reply:
         return []
     entries = reply[0][1]  # [[stream, [(id, fields), ...]]]
-    return [(str(mid), dict(fields)) for mid, fields in entries if fields]
-
-
-def _headers(fields: Mapping[str, str]) -> dict[str, str]:
-    """The entry's `headers` field (see outbox.py); unreadable headers are ignored, never a
-    reason to fail the message."""
-    raw = fields.get("headers")
-    if not raw:
-        return {}
-    try:
-        headers = json.loads(raw)
-    except ValueError:
-        return {}
-    if not isinstance(headers, dict):
-        return {}
-    return {str(key): str(value) for key, value in headers.items()}
-
-
-def _event_id(message_id: str, fields: Mapping[str, str]) -> uuid.UUID:
-    """The event's id (ValueError if it is not a UUID); events published without one dedupe
-    on their stream id."""
-    event_id = fields.get("event_id")
-    return uuid.UUID(event_id) if event_id else uuid.UUID(_synthetic_event_id(message_id))
-
-
-def _group_size(messages: int, concurrency: int) -> int:
-    """Messages per group: the batch shared evenly among the concurrent transactions."""
-    return max(1, min(MAX_GROUP, -(-messages // concurrency)))
-
-
-def _uncancel() -> None:
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
-
-
-def _synthetic_event_id(message_id: str) -> str:
-    """Events published without an event_id dedupe on their stream id."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"redis-stream-message:{message_id}"))
+    return [Message(str(mid), dict(fields)) for mid, fields in entries if fields]

@@ -1,4 +1,10 @@
-"""The outbox relay: publishes committed events from Postgres to their Redis stream.
+"""The outbox: events written with the data they announce, published once committed.
+
+A feature writes an event with `enqueue`, inside the transaction that writes what the event
+announces: a rolled-back transaction leaves no event, a committed one always has its event. The
+relay then publishes it to its Redis stream. What travels with an event besides its payload
+(the request id; the trace context, with tracing on) goes into its `headers`, never into the
+payload the effect handlers read.
 
 Rows are taken with `FOR UPDATE SKIP LOCKED` (replicas share the work), published with XADD and
 deleted in the same transaction. A crash after XADD but before COMMIT publishes the event again
@@ -10,18 +16,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.typing import EncodableT, FieldT
 
-from .db import PostgresPool
+from .db import Connection, PostgresPool
 from .dependency import DependencyUnavailableError
 from .lifecycle import Component
 from .logs import log
 from .redis_client import RedisClient
+from .request_id import current_request_id
 from .settings import Settings
+
+REQUEST_ID_HEADER = "request_id"
+"""The header that carries the id of the request or RPC that wrote the event: the consumer
+puts it on the log lines of the event's effect."""
+
+INSERT_SQL = (
+    "INSERT INTO outbox (event_id, stream, event_type, payload, headers)"
+    " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)"
+)
 
 
 class EventContext(Protocol):
@@ -49,6 +66,36 @@ class NoEventContext:
         self, stream: str, event_type: str, message_id: str, headers: Mapping[str, str]
     ) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+
+async def enqueue(
+    connection: Connection,
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    stream: str,
+    context: EventContext | None = None,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Write an event to the outbox in the caller's transaction; returns its id.
+
+    `connection` must be in the transaction that writes what the event announces (RuntimeError
+    otherwise: an event committed apart from its data could announce a row that never was).
+    `payload` is what the stream's effect handlers receive: a JSON object (TypeError for what
+    JSON cannot hold, before anything is written). Its headers carry the id of the request or
+    RPC being served, if any, and what `context` adds (the trace context: pass the tracing
+    component's `events` when tracing is on). `event_id` is the dedupe key of the effects:
+    a fresh one unless the caller has its own (an id it can derive again on a retry, say)."""
+    if not connection.is_in_transaction():
+        raise RuntimeError("outbox.enqueue runs inside the transaction of the data it announces")
+    event_id = event_id or uuid.uuid4()
+    headers = dict((context or NoEventContext()).outgoing())
+    if request_id := current_request_id():
+        headers[REQUEST_ID_HEADER] = request_id
+    await connection.execute(
+        INSERT_SQL, event_id, stream, event_type, json.dumps(dict(payload)), json.dumps(headers)
+    )
+    return event_id
 
 
 class OutboxRelay(Component):
