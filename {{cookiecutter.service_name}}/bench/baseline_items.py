@@ -19,7 +19,11 @@ from aiohttp import web
 
 from {{ cookiecutter.package_name }}.items.routes import ITEMS, create_item, get_item
 {%- if cookiecutter.use_consumer == "yes" %}
-from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED, ItemStore, on_item_created
+from {{ cookiecutter.package_name }}.items.store import (
+    ITEM_CREATED,
+    ItemStore,
+    on_item_created,
+)
 from {{ cookiecutter.package_name }}.platform.consumer import StreamConsumer
 {%- else %}
 from {{ cookiecutter.package_name }}.items.store import ItemStore

@@ -26,7 +26,11 @@ from typing import Any
 import asyncpg
 import redis.asyncio as redis
 
-from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED, on_item_created, on_items_created
+from {{ cookiecutter.package_name }}.items.store import (
+    ITEM_CREATED,
+    on_item_created,
+    on_items_created,
+)
 from {{ cookiecutter.package_name }}.platform.consumer import StreamConsumer
 from {{ cookiecutter.package_name }}.platform.db import Connection, PostgresPool
 from {{ cookiecutter.package_name }}.platform.logs import configure_logging

@@ -19,7 +19,11 @@ import pytest
 import structlog
 
 from {{ cookiecutter.package_name }}.app import MIGRATIONS
-from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED, on_item_created, on_items_created
+from {{ cookiecutter.package_name }}.items.store import (
+    ITEM_CREATED,
+    on_item_created,
+    on_items_created,
+)
 from {{ cookiecutter.package_name }}.platform.consumer import (
     EffectHandler,
     GroupEffectHandler,
@@ -28,7 +32,10 @@ from {{ cookiecutter.package_name }}.platform.consumer import (
     _messages,
 )
 from {{ cookiecutter.package_name }}.platform.db import Connection, PostgresPool
-from {{ cookiecutter.package_name }}.platform.group_commit import group_size, synthetic_event_id
+from {{ cookiecutter.package_name }}.platform.group_commit import (
+    group_size,
+    synthetic_event_id,
+)
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient

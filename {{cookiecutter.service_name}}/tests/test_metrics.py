@@ -16,7 +16,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
-from {{ cookiecutter.package_name }}.platform.lifecycle import Component, ExitCode, Lifecycle
+from {{ cookiecutter.package_name }}.platform.lifecycle import (
+    Component,
+    ExitCode,
+    Lifecycle,
+)
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
