@@ -58,7 +58,9 @@ async def timed(session: aiohttp.ClientSession, url: str) -> Answer:
 
 
 def p(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank)."""
+    """The q-quantile (nearest rank); NaN for none."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -180,8 +182,8 @@ async def test_four_times_the_load_it_can_serve() -> None:
             rounds: list[Overload] = []
             for _ in range(2):
                 rounds.append(await overload(service, session, probing, url))
-                figures = rounds[-1].figures(base).items()
-                print("\noverload figures:", *(f"{k}: {v}" for k, v in figures), sep="\n  ")
+                seen = rounds[-1].figures(base).items()
+                print("\noverload figures:", *(f"{k}: {v}" for k, v in seen), sep="\n  ")
                 if p99(rounds[-1].admitted()) <= P99_BOUND * p99(base):
                     break
             after = await timed(session, url)
