@@ -15,6 +15,7 @@ and recorded in docs/benchmarks.md.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Awaitable
@@ -35,6 +36,7 @@ SECONDS = 3.0
 P99_BOUND = 3.0
 """Admitted p99 / unloaded p99 (the target is 2x; see the module's docstring)."""
 RSS_GROWTH_BOUND = 48 * 2**20
+ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ def p(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid: int) -> int:
@@ -120,6 +128,8 @@ class Overload:
     probes: list[Answer]
     sizes: list[int]
     rss_before: int
+    cpu_seconds: float
+    """The service's, over the round."""
 
     def admitted(self) -> list[Answer]:
         return [answer for answer in self.answers if answer.status == 200]
@@ -138,6 +148,7 @@ class Overload:
             "admitted p50 / p99 ms": f"{p([a.seconds for a in admitted], 0.5) * 1e3:.1f} / "
             f"{admitted_p99 * 1e3:.1f} ({admitted_p99 / base_p99:.2f}x)",
             "shed": f"{len(shed)}, p99 {p99(shed) * 1e3:.1f} ms",
+            "service CPU per request µs": f"{self.cpu_seconds / len(self.answers) * 1e6:.0f}",
             "livez p99 ms": f"{p99(self.probes) * 1e3:.1f} ({len(self.probes)} probes)",
             "RSS MB before / peak / after": f"{self.rss_before / 2**20:.1f} / "
             f"{max(self.sizes) / 2**20:.1f} / {self.sizes[-1] / 2**20:.1f}",
@@ -151,7 +162,7 @@ def p99(answers: list[Answer]) -> float:
 async def overload(
     service: Service, session: aiohttp.ClientSession, probing: aiohttp.ClientSession, url: str
 ) -> Overload:
-    rss_before = rss(service.pid)
+    rss_before, cpu_before = rss(service.pid), cpu_seconds(service.pid)
     done = asyncio.Event()
     sampling = asyncio.create_task(sample(service, probing, done))
     started = time.perf_counter()
@@ -159,12 +170,14 @@ async def overload(
     seconds = time.perf_counter() - started
     done.set()
     probes, sizes = await sampling
-    return Overload(answers, seconds, probes, sizes, rss_before)
+    cpu = cpu_seconds(service.pid) - cpu_before
+    return Overload(answers, seconds, probes, sizes, rss_before, cpu)
 
 
 async def test_four_times_the_load_it_can_serve() -> None:
-    """Up to two rounds: the p99 bound must hold in one. A stall of the shared machine (the load
-    generator's own loop falls behind) spoils a round; a service that queues spoils both."""
+    """Up to three rounds: the p99 bound must hold in one. A stall of the shared machine (seen:
+    ~1 in 6 rounds at a load average of 3 on 2 cores, every answer of the round late, sheds and
+    probes included) spoils a round; a service that queues spoils every one."""
     settings = {"HTTP_MAX_IN_FLIGHT": str(LIMIT), "ACCESS_LOG": "false"}
     with running_service(**settings) as service:
         url = f"{service.url}/v1/echo?msg=x&delay_ms={DELAY_MS}"
@@ -180,7 +193,7 @@ async def test_four_times_the_load_it_can_serve() -> None:
             await unloaded(session, url)
             base = await unloaded(session, url)
             rounds: list[Overload] = []
-            for _ in range(2):
+            for _ in range(ROUNDS):
                 rounds.append(await overload(service, session, probing, url))
                 seen = rounds[-1].figures(base).items()
                 print("\noverload figures:", *(f"{k}: {v}" for k, v in seen), sep="\n  ")
