@@ -125,24 +125,9 @@ PARSER_ERRORS = {
     "CR in a header value": b"GET /livez HTTP/1.1\r\n" + HOST + b"X-A: a\rb\r\n\r\n",
     "LF in a header value": b"GET /livez HTTP/1.1\r\n" + HOST + b"X-A: a\nb\r\n\r\n",
     "obs-fold": b"GET /livez HTTP/1.1\r\n" + HOST + b"X-A: a\r\n b\r\n\r\n",
-    "10k-character header value": b"GET /livez HTTP/1.1\r\n"
-    + HOST
-    + b"X-A: "
-    + b"a" * 10_000
-    + b"\r\n\r\n",
-    "500 headers": b"GET /livez HTTP/1.1\r\n"
-    + HOST
-    + b"".join(b"X-%d: 1\r\n" % i for i in range(500))
-    + b"\r\n",
     "unknown method": b"B@D /livez HTTP/1.1\r\n" + HOST + b"\r\n",
     "bad HTTP version": b"GET /livez HTTP/9.9\r\n" + HOST + b"\r\n",
     "NUL in the path": b"GET /v1/\x00echo HTTP/1.1\r\n" + HOST + b"\r\n",
-    "10k query parameters": b"GET /v1/echo?"
-    + b"&".join(b"p%d=1" % i for i in range(10_000))
-    + b" HTTP/1.1\r\n"
-    + HOST
-    + b"\r\n",
-    "100 KB query value": b"GET /v1/echo?msg=" + b"a" * 100_000 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
     "body not gzip": b"POST /v1/echo HTTP/1.1\r\n"
     + HOST
     + JSON
@@ -158,6 +143,100 @@ async def test_malformed_requests_get_a_json_4xx_and_close(service: Service, raw
     assert (body["type"], body["title"]) == ("about:blank", "Bad Request")
     assert body["status"] == response.status
     assert body["detail"] == body["error"]
+
+
+TOO_LARGE = {
+    "9 KB path": (414, b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\n" + HOST + b"\r\n"),
+    "100 KB query value": (
+        414,
+        b"GET /v1/echo?msg=" + b"a" * 100_000 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
+    ),
+    "10k query parameters": (
+        414,
+        b"GET /v1/echo?"
+        + b"&".join(b"p%d=1" % i for i in range(10_000))
+        + b" HTTP/1.1\r\n"
+        + HOST
+        + b"\r\n",
+    ),
+    "10k-character header value": (
+        431,
+        b"GET /livez HTTP/1.1\r\n" + HOST + b"X-A: " + b"a" * 10_000 + b"\r\n\r\n",
+    ),
+    "10k-character header name": (
+        431,
+        b"GET /livez HTTP/1.1\r\n" + HOST + b"X-" + b"a" * 10_000 + b": 1\r\n\r\n",
+    ),
+    "9 KB Referer URL": (
+        431,
+        b"GET /livez HTTP/1.1\r\n" + HOST + b"Referer: http://test/" + b"a" * 9_000 + b"\r\n\r\n",
+    ),
+    "500 headers": (
+        431,
+        b"GET /livez HTTP/1.1\r\n"
+        + HOST
+        + b"".join(b"X-%d: 1\r\n" % i for i in range(500))
+        + b"\r\n",
+    ),
+}
+"""Heads too large for the parser (aiohttp alone answers 400 in text to all of them)."""
+
+
+async def exchange_in_pieces(port: int, raw: bytes, piece: int) -> Response:
+    """`exchange`, sending `raw` `piece` bytes at a time (so the server parses the head across
+    reads) until the answer arrives."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        answer = asyncio.create_task(read_response(reader, within=10))
+        for start in range(0, len(raw), piece):
+            if answer.done() or writer.is_closing():
+                break
+            writer.write(raw[start : start + piece])
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.sleep(0.01)
+        response = await answer
+        assert await closed(reader), "the connection stayed open after an error"
+        return response
+    finally:
+        writer.close()
+
+
+async def too_large_answers(port: int) -> dict[str, tuple[int, str, int]]:
+    """Each TOO_LARGE head sent at once and in 1 KB pieces: (status, media type, body's status)."""
+    answers = {}
+    for name, (_, raw) in TOO_LARGE.items():
+        for how, response in [
+            ("at once", await exchange(port, raw)),
+            ("in pieces", await exchange_in_pieces(port, raw, 1024)),
+        ]:
+            media = response.headers.get("content-type", "").partition(";")[0]
+            body = json.loads(response.body)
+            answers[f"{name}, {how}"] = (response.status, media, body["status"])
+    return answers
+
+
+def expected_too_large() -> dict[str, tuple[int, str, int]]:
+    return {
+        f"{name}, {how}": (status, "application/problem+json", status)
+        for name, (status, _) in TOO_LARGE.items()
+        for how in ("at once", "in pieces")
+    }
+
+
+async def test_too_large_heads_are_414_or_431_in_json(service: Service) -> None:
+    """A request target over 8,190 bytes is 414; a header field over 8,190 bytes, or over 128
+    of them, 431: problem details, then the connection closes. Whole or in pieces."""
+    assert await too_large_answers(service.http_port) == expected_too_large()
+
+
+async def test_too_large_heads_with_aiohttp_python_parser() -> None:
+    """The same with aiohttp's pure-Python parser (AIOHTTP_NO_EXTENSIONS), which tells the
+    request line from the header fields its own way."""
+    with running_service(AIOHTTP_NO_EXTENSIONS="1") as service:
+        assert await too_large_answers(service.http_port) == expected_too_large()
 
 
 async def test_body_cut_short_by_a_half_close_is_answered(service: Service) -> None:

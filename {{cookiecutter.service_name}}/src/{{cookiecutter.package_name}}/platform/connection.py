@@ -26,8 +26,10 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import _ErrInfo
 
 from .logs import log
 from .metrics import HTTP_CLIENT_ERRORS
@@ -38,6 +40,14 @@ NOTHING, HEAD, BODY = 0, 1, 2
 
 
 PROBLEM_JSON = "application/problem+json"
+
+MAX_URL_BYTES = 8190
+"""The longest request target (path and query) a head may carry; longer: 414 (aiohttp's default,
+Apache's too)."""
+MAX_FIELD_BYTES = 8190
+"""The longest header field (name and value); longer: 431."""
+MAX_HEADERS = 128
+"""The most header fields in a head; more: 431. With `MAX_FIELD_BYTES`, a head is at most ~1 MB."""
 
 
 def problem(
@@ -158,6 +168,8 @@ class Connection(web.RequestHandler):
         requests = self._request_count
         super().data_received(data)
         if self._request_count != requests:  # a head arrived (or the parser refused one)
+            if self._messages and isinstance(self._messages[-1][0], _ErrInfo):
+                self._refused(self._messages[-1][0])
             body = self._messages[-1][1] if self._messages else None
             if body is None or body.is_eof():
                 self._expect(NOTHING, 0.0)
@@ -172,6 +184,26 @@ class Connection(web.RequestHandler):
                 self._expect(NOTHING, 0.0)
         elif self.waits_for == NOTHING and self._between_requests():
             self._expect(HEAD, self._limits.head_timeout)  # the first bytes of the next request
+
+    def _refused(self, refusal: _ErrInfo) -> None:
+        """aiohttp answers 400 to every head its parser refuses: one too large gets 414 (its
+        request target) or 431 (its header fields) instead. Told apart here, while the parser
+        still holds the head: both parsers raise `LineTooLong` for either; llhttp's (C) from its
+        URL callback, the Python one before it has stored the request line."""
+        exc = refusal.exc
+        if isinstance(exc, LineTooLong):
+            lines = getattr(self._parser, "_lines", None)  # the Python parser's
+            url = not lines if lines is not None else _raised_in(exc, "cb_on_url")
+            if url:
+                status, message = 414, f"request target over {MAX_URL_BYTES} bytes"
+            else:
+                status, message = 431, f"a header field over {MAX_FIELD_BYTES} bytes"
+        elif isinstance(exc, BadHttpMessage) and exc.message.startswith("Too many headers"):
+            status, message = 431, f"over {MAX_HEADERS} header fields"
+        else:
+            return
+        payload = self._messages[-1][1]
+        self._messages[-1] = (_ErrInfo(status=status, exc=exc, message=message), payload)
 
     def _between_requests(self) -> bool:
         """Whether the next bytes start a new request: the last body is complete (bytes after a
@@ -264,6 +296,16 @@ class Connection(web.RequestHandler):
             self._timer = loop.call_at(at, self.timed_out)
 
 
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """Whether `exc` was raised in a function named `function` (Cython functions too)."""
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name.rpartition(".")[2] == function:
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def _request_timeout(connection: Connection, message: str) -> None:
     """408 to a client that has not sent a whole head (so there is no request to answer through
     aiohttp), then close."""
@@ -281,4 +323,12 @@ def connection_factory(
     server: web.Server, limits: ClientLimits, keepalive_timeout: float
 ) -> Connection:
     """A new connection of `server` (the listener's protocol factory, with `functools.partial`)."""
-    return Connection(server, limits, keepalive_timeout=keepalive_timeout, access_log=None)
+    return Connection(
+        server,
+        limits,
+        keepalive_timeout=keepalive_timeout,
+        access_log=None,
+        max_line_size=MAX_URL_BYTES,
+        max_field_size=MAX_FIELD_BYTES,
+        max_headers=MAX_HEADERS,
+    )
