@@ -346,9 +346,10 @@ def extend_the_service(project: Path, env: dict[str, str]) -> None:
         r"^(\| HTTP \| what it does \|\n\|---\|---\|\n)",
         r"\1" + README_ROW + "\n",
     )
-    # `make format` (ruff check --fix, ruff format) with the same pinned ruff as the template's.
-    check_ok(run([BIN / "ruff", "check", "--fix", "."], cwd=project, env=env), "ruff check --fix")
-    check_ok(run([BIN / "ruff", "format", "."], cwd=project, env=env), "ruff format")
+    # Formatted and the imports sorted (`make format`: ruff check --fix, ruff format), with the
+    # same pinned ruff as the template's.
+    for args in (["format", "."], ["check", "--fix", "."], ["format", "."]):
+        check_ok(run([BIN / "ruff", *args], cwd=project, env=env), f"ruff {' '.join(args)}")
 
 
 def advance_the_template(template: Path) -> None:
