@@ -141,7 +141,7 @@ def template_commit(repo_dir: Path) -> str | None:
     top = _git(repo_dir, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != repo_dir.resolve():
         return None
-    if _git(repo_dir, "status", "--porcelain") != "":
+    if _git(repo_dir, "--no-optional-locks", "status", "--porcelain") != "":
         return None
     return _git(repo_dir, "rev-parse", "--verify", "HEAD")
 
