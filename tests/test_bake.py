@@ -101,7 +101,9 @@ def test_bake_with_pytest_cookies_integer_answers(cookies: Any) -> None:
         extra_context={"http_port": 9100, "grpc_port": 9101, "drain_delay_seconds": 0},
     )
     assert result.exit_code == 0, result.exception
-    settings = (Path(result.project_path) / "src/orders/platform/settings.py").read_text(encoding="utf-8")
+    settings = (Path(result.project_path) / "src/orders/platform/settings.py").read_text(
+        encoding="utf-8"
+    )
     assert "default=9100," in settings
     assert "default=9101," in settings
 

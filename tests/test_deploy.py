@@ -154,7 +154,9 @@ def test_timing_invariant_across_answers(baked: Path) -> None:
     timeout = float(answers["shutdown_timeout_seconds"])
     assert drain < timeout
 
-    settings = (baked / "src" / answers["package_name"] / "platform" / "settings.py").read_text("utf-8")
+    settings = (baked / "src" / answers["package_name"] / "platform" / "settings.py").read_text(
+        "utf-8"
+    )
     assert re.search(rf"drain_delay: float = Field\(\s*default={drain:g},", settings)
     assert re.search(rf"shutdown_timeout: float = Field\(\s*default={timeout:g},", settings)
 
