@@ -23,7 +23,7 @@ COOKIECUTTER_JSON: dict[str, object] = json.loads(
 )
 DEFAULT_PYTHON = "3.12"  # the first python_version choice in cookiecutter.json
 SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
-VOLATILE_KEYS = {"_output_dir", "_repo_dir", "_checkout"}
+VOLATILE_KEYS = {"_output_dir", "_repo_dir", "_checkout", "_commit"}
 
 INSTALL_TIMEOUT = 600
 TOOL_TIMEOUT = 600
