@@ -195,9 +195,7 @@ async def test_bytes_that_are_not_a_message_are_invalid_argument(
 async def test_overload_is_resource_exhausted_and_health_still_answers(
     readiness: Readiness,
 ) -> None:
-    settings = Settings(
-        grpc_host="127.0.0.1", grpc_port=free_port(), grpc_max_in_flight=2
-    )
+    settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port(), grpc_max_in_flight=2)
     server = GrpcServer(settings, readiness, [echo_service(5000)])
     await server.start()
     await readiness.mark_started()

@@ -9,17 +9,17 @@ from pathlib import Path
 from structlog.types import Processor
 
 from .echo.routes import echo_routes
-from .echo.settings import EchoSettings
 {% if cookiecutter.use_grpc == "yes" -%}
 from .echo.rpc import echo_service
 {% endif -%}
+from .echo.settings import EchoSettings
 {% if cookiecutter.use_postgres == "yes" -%}
 from .items.events import ItemEvents, item_event_routes
 from .items.routes import item_routes
-from .items.settings import ItemsSettings
 {% if cookiecutter.use_grpc == "yes" -%}
 from .items.rpc import item_service
 {% endif -%}
+from .items.settings import ItemsSettings
 {% if cookiecutter.use_consumer == "yes" -%}
 from .items.store import ITEM_CREATED, ItemStore, on_item_created, on_items_created
 {% else -%}
@@ -50,7 +50,7 @@ from .platform.settings import Config, Settings, SettingsGroup
 from .platform.tracing import Tracing, add_trace_ids
 {% endif %}
 SETTINGS: tuple[type[SettingsGroup], ...] = (EchoSettings,{% if cookiecutter.use_postgres == "yes" %} ItemsSettings{% endif %})
-"""The features' settings, read and checked with the platform's `Settings` before anything starts."""
+"""The features' settings groups, read and checked with the platform's before anything starts."""
 
 LOG_PROCESSORS: tuple[Processor, ...] = ({% if cookiecutter.use_tracing == "yes" %}add_trace_ids,{% endif %})
 """Run on every log line before rendering{% if cookiecutter.use_tracing == "yes" %} (trace and span ids){% endif %}."""

@@ -14,6 +14,4 @@ class ItemsSettings(SettingsGroup):
     model_config = SettingsConfigDict(env_prefix="CACHE_")
 
     ttl_seconds: int = Field(default=300, ge=1, description="How long a cached item lives.")
-    prefix: str = Field(
-        default="{{ cookiecutter.service_name }}:", description="Prefix of the cache's keys."
-    )
+    prefix: str = Field(default="{{ cookiecutter.service_name }}:", description="Key prefix.")
