@@ -147,6 +147,17 @@ def needs(*options: str) -> Check:
     return check
 
 
+def redis_serves_postgres(value: Any, answers: Answers) -> str | None:
+    """Redis holds the items' cache and event stream: without PostgreSQL nothing would use it."""
+    if value == "yes" and answers.get("use_postgres") != "yes":
+        return (
+            "'yes' needs use_postgres=yes: Redis serves the item cache and the event stream of "
+            "the PostgreSQL items; without them the service would have a Redis client and "
+            "settings nothing uses (answer use_redis=no)"
+        )
+    return None
+
+
 def one_of(*choices: str) -> Check:
     def check(value: Any, _: Answers) -> str | None:
         if value not in choices:
@@ -228,6 +239,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("use_postgres", one_of(*YES_NO)),
     ("use_postgres", needs("use_redis")),
     ("use_redis", one_of(*YES_NO)),
+    ("use_redis", redis_serves_postgres),
     ("use_consumer", one_of(*YES_NO)),
     ("use_consumer", needs("use_postgres", "use_redis")),
     ("use_tracing", one_of(*YES_NO)),

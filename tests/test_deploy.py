@@ -51,10 +51,9 @@ ANSWER_SETS: dict[str, dict[str, str]] = {
         "drain_delay_seconds": "0",
         "shutdown_timeout_seconds": "1",
     },
-    "redis-only-long-name": {
+    "no-consumer-long-name": {
         "service_name": "inventory-reconciliation-worker-eu-west1",
         "python_version": "3.11",
-        "use_postgres": "no",
         "use_consumer": "no",
         "use_tracing": "yes",
     },

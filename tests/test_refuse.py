@@ -47,6 +47,7 @@ CASES: list[tuple[dict[str, str], list[str]]] = [
     ({"drain_delay_seconds": "-1"}, ["drain_delay_seconds"]),
     ({"shutdown_timeout_seconds": "0", "drain_delay_seconds": "0"}, ["shutdown_timeout_seconds"]),
     ({"shutdown_timeout_seconds": "3601"}, ["shutdown_timeout_seconds"]),
+    ({"use_postgres": "no", "use_consumer": "no"}, ["use_redis"]),
     ({"description": ""}, ["description"]),
     ({"description": "two\nlines"}, ["description"]),
     ({"author": "   "}, ["author"]),
@@ -83,6 +84,13 @@ def test_messages_explain_the_limits(tmp_path: Path) -> None:
     assert "at most 40" in stderr
     assert "-migrate" in stderr
     assert "non-root container cannot bind ports below 1024" in stderr
+
+
+def test_redis_without_postgres_says_why(tmp_path: Path) -> None:
+    stderr, _ = refuse(tmp_path, {"use_postgres": "no", "use_consumer": "no"})
+    (line,) = [line for line in stderr.splitlines() if line.startswith("ERROR: use_redis")]
+    assert "use_postgres=yes" in line
+    assert "nothing uses" in line
 
 
 def test_drain_message_names_both_fields(tmp_path: Path) -> None:

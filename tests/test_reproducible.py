@@ -40,7 +40,7 @@ SCANNED_ANSWERS: dict[str, dict[str, str]] = {
         "use_consumer": "no",
         "use_uvloop": "no",
     },
-    "redis-only": {"use_grpc": "no", "use_postgres": "no", "use_consumer": "no"},
+    "items-only": {"use_grpc": "no", "use_consumer": "no", "use_uvloop": "no"},
 }
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from {{ cookiecutter.package_name }}.items.routes import ITEMS, create_item, get_item
 {%- if cookiecutter.use_consumer == "yes" %}
+from {{ cookiecutter.package_name }}.items.settings import ItemsSettings
 from {{ cookiecutter.package_name }}.items.store import (
     ITEM_CREATED,
     ItemStore,
@@ -49,7 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     readiness = Readiness()
     db = PostgresPool(settings, readiness)
     cache = RedisClient(settings, readiness)
-    store = ItemStore(db, cache, settings)
+    store = ItemStore(db, cache, settings, ItemsSettings())
     components: list[Component] = [
         db,
         cache,
@@ -91,7 +92,7 @@ async def drop_isolated(settings: Settings) -> None:
         # Without the consumer there is no dead-letter stream setting; its key may not exist.
         dead_letter = getattr(settings, "dead_letter_stream", settings.events_stream)
         await client.delete(settings.events_stream, dead_letter)
-        async for key in client.scan_iter(match=f"{settings.cache_prefix}*", count=1000):
+        async for key in client.scan_iter(match=f"{ItemsSettings().prefix}*", count=1000):
             await client.delete(key)
     finally:
         await client.aclose()

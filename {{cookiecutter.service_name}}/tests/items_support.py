@@ -23,6 +23,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from {{ cookiecutter.package_name }}.app import MIGRATIONS
+from {{ cookiecutter.package_name }}.items.settings import ItemsSettings
 from {{ cookiecutter.package_name }}.items.store import ItemStore
 from {{ cookiecutter.package_name }}.platform.db import PostgresPool
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
@@ -51,6 +52,11 @@ def isolated_settings(**overrides: Any) -> Settings:
     return Settings(**{"dependency_max_backoff": 0.2, **names, **overrides})
 
 
+def isolated_cache(settings: Settings) -> ItemsSettings:
+    """The item cache's settings of `settings`' isolated names (`isolated_names`: one tag)."""
+    return ItemsSettings(prefix=f"test:{settings.database_schema.removeprefix('test_')}:")
+
+
 def isolated_env(settings: Settings) -> dict[str, str]:
     """The environment `drop_isolated` needs to remove what `settings` created (on the shared
     servers: a proxy or a throwaway Redis is gone by then)."""
@@ -60,7 +66,7 @@ def isolated_env(settings: Settings) -> dict[str, str]:
         "DATABASE_SCHEMA": settings.database_schema,
         "EVENTS_STREAM": settings.events_stream,
         "DEAD_LETTER_STREAM": getattr(settings, "dead_letter_stream", settings.events_stream),
-        "CACHE_PREFIX": settings.cache_prefix,
+        "CACHE_PREFIX": isolated_cache(settings).prefix,
     }
 
 
@@ -88,7 +94,8 @@ class Backend:
         self.readiness = Readiness()
         self.db = PostgresPool(settings, self.readiness)
         self.redis = RedisClient(settings, self.readiness)
-        self.store = ItemStore(self.db, self.redis, settings)
+        self.cache = isolated_cache(settings)
+        self.store = ItemStore(self.db, self.redis, settings, self.cache)
 
     async def start(self) -> None:
         for component in (self.db, self.redis):

@@ -30,8 +30,8 @@ def readiness() -> Readiness:
 
 @pytest.fixture
 async def server(readiness: Readiness) -> AsyncIterator[GrpcServer]:
-    settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port(), echo_max_delay_ms=5000)
-    component = GrpcServer(settings, readiness, [echo_service(settings.echo_max_delay_ms)])
+    settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port())
+    component = GrpcServer(settings, readiness, [echo_service(5000)])
     await component.start()
     yield component
     await component.close()
@@ -195,10 +195,8 @@ async def test_bytes_that_are_not_a_message_are_invalid_argument(
 async def test_overload_is_resource_exhausted_and_health_still_answers(
     readiness: Readiness,
 ) -> None:
-    settings = Settings(
-        grpc_host="127.0.0.1", grpc_port=free_port(), echo_max_delay_ms=5000, grpc_max_in_flight=2
-    )
-    server = GrpcServer(settings, readiness, [echo_service(settings.echo_max_delay_ms)])
+    settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port(), grpc_max_in_flight=2)
+    server = GrpcServer(settings, readiness, [echo_service(5000)])
     await server.start()
     await readiness.mark_started()
     shed_before = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"}) or 0
@@ -228,7 +226,7 @@ async def test_streams_beyond_the_ceiling_are_resource_exhausted(readiness: Read
         grpc_max_in_flight=1,
         grpc_max_concurrent_rpcs=3,
     )
-    server = GrpcServer(settings, readiness, [echo_service(settings.echo_max_delay_ms)])
+    server = GrpcServer(settings, readiness, [echo_service(5000)])
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -30,8 +30,8 @@ def in_flight() -> InFlight:
 
 @pytest.fixture
 async def client(readiness: Readiness, in_flight: InFlight) -> AsyncIterator[Client]:
-    settings = Settings(echo_max_delay_ms=5000, max_request_body_bytes=1024)
-    app = create_app(settings, readiness, in_flight, [echo_routes(settings.echo_max_delay_ms)])
+    settings = Settings(max_request_body_bytes=1024)
+    app = create_app(settings, readiness, in_flight, [echo_routes(5000)])
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

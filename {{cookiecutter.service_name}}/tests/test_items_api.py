@@ -171,10 +171,10 @@ async def test_get_reads_through_the_redis_cache(client: Client, backend: Backen
     _, created = await _create(client, {"name": "cached", "quantity": 2})
     got = await client.get(f"/v1/items/{created['id']}")
     assert (got.status, await got.json()) == (200, created)
-    key = f"{backend.settings.cache_prefix}item:{created['id']}"
+    key = f"{backend.cache.prefix}item:{created['id']}"
     cache = redis.Redis.from_url(backend.settings.redis_url, decode_responses=True)
     try:
-        assert 0 < await cache.ttl(key) <= backend.settings.cache_ttl_seconds
+        assert 0 < await cache.ttl(key) <= backend.cache.ttl_seconds
         # Changed behind the cache's back: the cached copy answers until it is gone.
         connection = await connect_schema(backend.settings)
         await connection.execute("UPDATE items SET name = 'changed' WHERE id = $1", created["id"])
@@ -257,7 +257,7 @@ async def test_cache_outage_costs_latency_not_the_answer() -> None:
             got = await client.get(f"/v1/items/{created['id']}")
             assert (got.status, await got.json()) == (200, created)
             fresh = redis.Redis.from_url(server.url)
-            key = f"{backend.settings.cache_prefix}item:{created['id']}"
+            key = f"{backend.cache.prefix}item:{created['id']}"
             assert await fresh.exists(key) == 1
             await fresh.aclose()
 

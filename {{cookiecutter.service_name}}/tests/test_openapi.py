@@ -12,8 +12,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
 from {{ cookiecutter.package_name }}.echo.routes import echo_routes
+from {{ cookiecutter.package_name }}.echo.settings import EchoSettings
 {% if cookiecutter.use_postgres == "yes" -%}
 from {{ cookiecutter.package_name }}.items.routes import item_routes
+from {{ cookiecutter.package_name }}.items.settings import ItemsSettings
 from {{ cookiecutter.package_name }}.items.store import ItemStore
 from {{ cookiecutter.package_name }}.platform.db import PostgresPool
 {% endif -%}
@@ -33,9 +35,10 @@ def features(settings: Settings, readiness: Readiness) -> list[HttpRoutes]:
     """The service's own routes (nothing is connected: only the routes are looked at)."""
 {%- if cookiecutter.use_postgres == "yes" %}
     db, cache = PostgresPool(settings, readiness), RedisClient(settings, readiness)
-    return [echo_routes(settings.echo_max_delay_ms), item_routes(ItemStore(db, cache, settings))]
+    store = ItemStore(db, cache, settings, ItemsSettings())
+    return [echo_routes(EchoSettings().max_delay_ms), item_routes(store)]
 {%- else %}
-    return [echo_routes(settings.echo_max_delay_ms)]
+    return [echo_routes(EchoSettings().max_delay_ms)]
 {%- endif %}
 
 

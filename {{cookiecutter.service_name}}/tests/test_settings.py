@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package_name }}.platform.settings import Settings, describe_errors
+from {{ cookiecutter.package_name }}.app import SETTINGS
+from {{ cookiecutter.package_name }}.echo.settings import EchoSettings
+from {{ cookiecutter.package_name }}.platform.settings import (
+    InvalidSettingsError,
+    Settings,
+    describe_errors,
+    load,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +61,31 @@ def test_invalid_values_are_named(
     assert any(expected in line for line in describe_errors(error.value)), describe_errors(
         error.value
     )
+
+
+def test_feature_settings_keep_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECHO_MAX_DELAY_MS", "1234")
+    config = load((Settings, *SETTINGS))
+    assert config[EchoSettings].max_delay_ms == 1234
+    assert config[Settings].http_port == {{ cookiecutter.http_port }}
+
+
+def test_every_group_is_checked_and_named_as_the_operator_writes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTP_PORT", "http")
+    monkeypatch.setenv("ECHO_MAX_DELAY_MS", "-1")
+{%- if cookiecutter.use_postgres == "yes" %}
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "0")
+    monkeypatch.setenv("CACHE_PREFIX", "items:")
+{%- endif %}
+    with pytest.raises(InvalidSettingsError) as error:
+        load((Settings, *SETTINGS))
+    named = [line.partition(":")[0] for line in error.value.lines]
+    assert named == [
+        "HTTP_PORT",
+        "ECHO_MAX_DELAY_MS",
+{%- if cookiecutter.use_postgres == "yes" %}
+        "CACHE_TTL_SECONDS",
+{%- endif %}
+    ], error.value.lines

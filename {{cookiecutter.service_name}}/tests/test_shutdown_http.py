@@ -137,6 +137,10 @@ def test_idle_service_with_no_drain_delay_exits_promptly() -> None:
         ({"HTTP_KEEPALIVE_TIMEOUT": "soon"}, "HTTP_KEEPALIVE_TIMEOUT"),
         ({"HTTP_DRAIN_READ_TIMEOUT": "-0.5"}, "HTTP_DRAIN_READ_TIMEOUT"),
         ({"HTTP_MAX_IN_FLIGHT": "0"}, "HTTP_MAX_IN_FLIGHT"),
+        ({"ECHO_MAX_DELAY_MS": "-1"}, "ECHO_MAX_DELAY_MS"),
+{%- if cookiecutter.use_postgres == "yes" %}
+        ({"CACHE_TTL_SECONDS": "0"}, "CACHE_TTL_SECONDS"),
+{%- endif %}
 {%- if cookiecutter.use_grpc == "yes" %}
         ({"GRPC_MAX_IN_FLIGHT": "0"}, "GRPC_MAX_IN_FLIGHT"),
         ({"GRPC_MAX_CONCURRENT_RPCS": "256"}, "GRPC_MAX_CONCURRENT_RPCS"),

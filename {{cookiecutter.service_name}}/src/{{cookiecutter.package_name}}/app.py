@@ -12,12 +12,14 @@ from .echo.routes import echo_routes
 {% if cookiecutter.use_grpc == "yes" -%}
 from .echo.rpc import echo_service
 {% endif -%}
+from .echo.settings import EchoSettings
 {% if cookiecutter.use_postgres == "yes" -%}
 from .items.events import ItemEvents, item_event_routes
 from .items.routes import item_routes
 {% if cookiecutter.use_grpc == "yes" -%}
 from .items.rpc import item_service
 {% endif -%}
+from .items.settings import ItemsSettings
 {% if cookiecutter.use_consumer == "yes" -%}
 from .items.store import ITEM_CREATED, ItemStore, on_item_created, on_items_created
 {% else -%}
@@ -43,10 +45,13 @@ from .platform.readiness import Readiness
 {% if cookiecutter.use_redis == "yes" -%}
 from .platform.redis_client import RedisClient
 {% endif -%}
-from .platform.settings import Settings
+from .platform.settings import Config, Settings, SettingsGroup
 {% if cookiecutter.use_tracing == "yes" -%}
 from .platform.tracing import Tracing, add_trace_ids
 {% endif %}
+SETTINGS: tuple[type[SettingsGroup], ...] = (EchoSettings,{% if cookiecutter.use_postgres == "yes" %} ItemsSettings{% endif %})
+"""The features' settings groups, read and checked with the platform's before anything starts."""
+
 LOG_PROCESSORS: tuple[Processor, ...] = ({% if cookiecutter.use_tracing == "yes" %}add_trace_ids,{% endif %})
 """Run on every log line before rendering{% if cookiecutter.use_tracing == "yes" %} (trace and span ids){% endif %}."""
 
@@ -54,20 +59,22 @@ MIGRATIONS: tuple[Path, ...] = ({% if cookiecutter.use_postgres == "yes" %}Path(
 """The features' migration directories, applied in this order after the platform's own."""
 
 
-def build_components(settings: Settings, readiness: Readiness) -> list[Component]:
+def build_components(config: Config, readiness: Readiness) -> list[Component]:
     """Started in this order, closed in reverse: dependencies first, servers last.
 
     The admin server comes right after the pools: it takes part in no phase before `close`, so
     metrics and task stacks are served through the whole shutdown, and in `close` it goes
     after everything but the pools."""
+    settings = config[Settings]
+    echo = config[EchoSettings]
     components: list[Component] = []
 {%- if cookiecutter.use_tracing == "yes" %}
     tracing = Tracing(settings)  # first: it instruments the libraries the others use
     components.append(tracing)
 {%- endif %}
-    http_routes: list[HttpRoutes] = [echo_routes(settings.echo_max_delay_ms)]
+    http_routes: list[HttpRoutes] = [echo_routes(echo.max_delay_ms)]
 {%- if cookiecutter.use_grpc == "yes" %}
-    grpc_services: list[GrpcService] = [echo_service(settings.echo_max_delay_ms)]
+    grpc_services: list[GrpcService] = [echo_service(echo.max_delay_ms)]
 {%- endif %}
 {%- if cookiecutter.use_postgres == "yes" %}
     db = PostgresPool(settings, readiness)
@@ -79,7 +86,7 @@ def build_components(settings: Settings, readiness: Readiness) -> list[Component
 {%- endif %}
     components.append(AdminServer(settings))
 {%- if cookiecutter.use_postgres == "yes" %}
-    items = ItemStore(db, redis, settings{% if cookiecutter.use_tracing == "yes" %}, tracing.events{% endif %})
+    items = ItemStore(db, redis, settings, config[ItemsSettings]{% if cookiecutter.use_tracing == "yes" %}, tracing.events{% endif %})
     components.append(OutboxRelay(db, redis, settings))
     http_routes.append(item_routes(items))
     item_events = ItemEvents(redis, settings, readiness)

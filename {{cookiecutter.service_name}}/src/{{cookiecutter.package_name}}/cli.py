@@ -10,9 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, metadata
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
-
-from .app import LOG_PROCESSORS{% if cookiecutter.use_postgres == "yes" %}, MIGRATIONS{% endif %}, build_components
+from .app import LOG_PROCESSORS{% if cookiecutter.use_postgres == "yes" %}, MIGRATIONS{% endif %}, SETTINGS, build_components
 from .platform.lifecycle import ExitCode, Lifecycle
 from .platform.logs import configure_logging, flush_logs, log
 from .platform.metrics import describe_build
@@ -20,26 +18,28 @@ from .platform.metrics import describe_build
 from .platform.migrations import migrate
 {%- endif %}
 from .platform.readiness import Readiness
-from .platform.settings import Settings, describe_errors
+from .platform.settings import Config, InvalidSettingsError, Settings, load
 
 
-def load_settings() -> Settings | None:
+def load_settings() -> Config | None:
+    """The platform's settings and every group in `app.SETTINGS`, or None (each problem printed)."""
     try:
-        return Settings()
-    except ValidationError as error:
+        return load((Settings, *SETTINGS))
+    except InvalidSettingsError as error:
         print("invalid configuration:", file=sys.stderr)
-        for line in describe_errors(error):
+        for line in error.lines:
             print(f"  {line}", file=sys.stderr)
         return None
 
 
-async def serve(settings: Settings) -> ExitCode:
+async def serve(config: Config) -> ExitCode:
+    settings = config[Settings]
     describe_build("{{ cookiecutter.service_name }}")
     loop = type(asyncio.get_running_loop())
     log.info("event_loop", implementation=loop.__module__.partition(".")[0])
     readiness = Readiness()
     lifecycle = Lifecycle(
-        build_components(settings, readiness),
+        build_components(config, readiness),
         readiness,
         drain_delay=settings.drain_delay,
         shutdown_timeout=settings.shutdown_timeout,
@@ -48,13 +48,13 @@ async def serve(settings: Settings) -> ExitCode:
 {%- if cookiecutter.use_postgres == "yes" %}
 
 
-async def apply_migrations(settings: Settings) -> ExitCode:
-    await migrate(settings, MIGRATIONS)
+async def apply_migrations(config: Config) -> ExitCode:
+    await migrate(config[Settings], MIGRATIONS)
     return ExitCode.OK
 {%- endif %}
 
 
-COMMANDS: dict[str, Callable[[Settings], Coroutine[Any, Any, ExitCode]]] = {
+COMMANDS: dict[str, Callable[[Config], Coroutine[Any, Any, ExitCode]]] = {
     "serve": serve,
 {%- if cookiecutter.use_postgres == "yes" %}
     "migrate": apply_migrations,
@@ -91,13 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command", nargs="?", default="serve", choices=COMMANDS, help="(default: serve)"
     )
     command = COMMANDS[parser.parse_args(argv).command]
-    settings = load_settings()
-    if settings is None:
+    config = load_settings()
+    if config is None:
         return ExitCode.CONFIG
+    settings = config[Settings]
     configure_logging(settings.log_level, settings.log_format, LOG_PROCESSORS)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
-            code = runner.run(command(settings))
+            code = runner.run(command(config))
     except Exception:
         log.exception("command_failed")
         code = ExitCode.ERROR

@@ -29,6 +29,7 @@ from ..platform.logs import log
 from ..platform.outbox import EventContext
 from ..platform.redis_client import RedisClient
 from ..platform.settings import Settings
+from .settings import ItemsSettings
 
 ITEM_CREATED = "item.created"
 MAX_IDEMPOTENCY_KEY = 200
@@ -112,14 +113,15 @@ class ItemStore:
         db: PostgresPool,
         cache: RedisClient,
         settings: Settings,
+        cache_settings: ItemsSettings,
         events: EventContext | None = None,
     ) -> None:
         self._db = db
         self._cache = cache
         self._events = events
         self._stream = settings.events_stream
-        self._ttl = settings.cache_ttl_seconds
-        self._prefix = settings.cache_prefix
+        self._ttl = cache_settings.ttl_seconds
+        self._prefix = cache_settings.prefix
 
     async def create(self, new: NewItem, idempotency_key: str | None) -> tuple[Item, bool]:
         """Insert the item and its event atomically. Returns (item, created); a repeated

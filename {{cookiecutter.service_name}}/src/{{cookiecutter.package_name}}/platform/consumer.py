@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as redis
+from prometheus_client import Counter as CounterMetric
+from prometheus_client import Gauge
 from redis.exceptions import ResponseError
 
 from .db import PostgresPool
@@ -43,10 +45,25 @@ from .group_commit import (
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
-from .metrics import CONSUMER_LAG, CONSUMER_MESSAGES, CONSUMER_PENDING, refresh_at_scrape
+from .metrics import refresh_at_scrape
 from .outbox import EventContext
 from .redis_client import RedisClient
 from .settings import Settings
+
+CONSUMER_MESSAGES = CounterMetric(
+    "consumer_messages",
+    "Stream messages handled: processed (effect committed, acked), failed (left pending, to be "
+    "redelivered), dead_lettered (moved to the dead-letter stream, acked).",
+    ["outcome"],
+)
+CONSUMER_PENDING = Gauge(
+    "consumer_pending_messages",
+    "Messages delivered to the consumer group and not acknowledged yet (XINFO GROUPS pending).",
+)
+CONSUMER_LAG = Gauge(
+    "consumer_lag_messages",
+    "Messages in the stream not yet delivered to the consumer group (XINFO GROUPS lag).",
+)
 
 __all__ = ["EffectHandler", "GroupEffectHandler", "Message", "StreamConsumer"]
 

@@ -8,15 +8,18 @@ from contextlib import asynccontextmanager
 from typing import TypeAlias
 
 import asyncpg
+from prometheus_client import Gauge
 
 from .dependency import Dependency
 from .logs import log
-from .metrics import DB_POOL_IDLE, DB_POOL_SIZE
 from .readiness import Readiness
 from .settings import Settings
 
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 """A connection checked out of the pool (what handlers and effects receive)."""
+
+DB_POOL_SIZE = Gauge("db_pool_connections", "Connections open in the asyncpg pool.")
+DB_POOL_IDLE = Gauge("db_pool_idle_connections", "Connections of the asyncpg pool not in use.")
 
 
 class PostgresPool(Dependency):

@@ -19,17 +19,16 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from prometheus_client import Gauge
 
 from .errors import InvalidArgumentError, OverloadedError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
 from .metrics import (
-    GRPC_IN_FLIGHT,
-    GRPC_OPEN_STREAMS,
     REQUESTS_SHED,
+    RequestFamilies,
     RequestMetrics,
-    grpc_metrics,
 )
 from .readiness import Readiness
 from .request_id import GRPC_METADATA_KEY, REQUEST_ID, request_id_from
@@ -43,6 +42,26 @@ Behavior = Callable[..., Any]
 """A servicer method as grpc registers it: (request or request iterator, context)."""
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+GRPC_RPCS = RequestFamilies(
+    "grpc_server_handled",
+    "RPCs completed, by full method name and status code.",
+    "grpc_server_handling_seconds",
+    "Time from the RPC's start to its end (a stream's whole life), by full method name.",
+    target_labels=("grpc_method",),
+    status_label="grpc_code",
+)
+GRPC_IN_FLIGHT = Gauge("grpc_server_in_flight", "Unary RPCs being handled.")
+GRPC_OPEN_STREAMS = Gauge("grpc_server_open_streams", "Streaming RPCs open.")
+
+
+def grpc_metrics(access_log: bool) -> RequestMetrics:
+    return RequestMetrics(
+        GRPC_RPCS,
+        access_event="grpc_request",
+        target_fields=("method",),
+        access_log=access_log,
+    )
 
 
 class _Stream:

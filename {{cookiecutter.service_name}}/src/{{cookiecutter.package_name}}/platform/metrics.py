@@ -1,4 +1,5 @@
-"""Prometheus metrics: every metric of the service is declared here, served by `admin_server.py`.
+"""Prometheus metrics: the platform's are declared here, an option's next to its component
+(`grpc_server.py`, `db.py`, `consumer.py`); all are served by `admin_server.py`.
 
 Labels stay bounded: route templates (`/v1/items/{item_id}`, never the raw path), registered gRPC
 methods, status codes, a fixed set of outcomes and phases. Gauges that mirror state someone else
@@ -150,38 +151,6 @@ HTTP_STREAM_MESSAGES = Counter(
     "Messages sent on HTTP streams (WebSocket messages, SSE events), by kind.",
     ["kind"],
 )
-{%- if cookiecutter.use_grpc == "yes" %}
-GRPC_RPCS = RequestFamilies(
-    "grpc_server_handled",
-    "RPCs completed, by full method name and status code.",
-    "grpc_server_handling_seconds",
-    "Time from the RPC's start to its end (a stream's whole life), by full method name.",
-    target_labels=("grpc_method",),
-    status_label="grpc_code",
-)
-GRPC_IN_FLIGHT = Gauge("grpc_server_in_flight", "Unary RPCs being handled.")
-GRPC_OPEN_STREAMS = Gauge("grpc_server_open_streams", "Streaming RPCs open.")
-{%- endif %}
-{%- if cookiecutter.use_consumer == "yes" %}
-CONSUMER_MESSAGES = Counter(
-    "consumer_messages",
-    "Stream messages handled: processed (effect committed, acked), failed (left pending, to be "
-    "redelivered), dead_lettered (moved to the dead-letter stream, acked).",
-    ["outcome"],
-)
-CONSUMER_PENDING = Gauge(
-    "consumer_pending_messages",
-    "Messages delivered to the consumer group and not acknowledged yet (XINFO GROUPS pending).",
-)
-CONSUMER_LAG = Gauge(
-    "consumer_lag_messages",
-    "Messages in the stream not yet delivered to the consumer group (XINFO GROUPS lag).",
-)
-{%- endif %}
-{%- if cookiecutter.use_postgres == "yes" %}
-DB_POOL_SIZE = Gauge("db_pool_connections", "Connections open in the asyncpg pool.")
-DB_POOL_IDLE = Gauge("db_pool_idle_connections", "Connections of the asyncpg pool not in use.")
-{%- endif %}
 LIFECYCLE_PHASE = Enum(
     "lifecycle_phase", "Where the service is in its life.", states=list(LIFECYCLE_PHASES)
 )
@@ -285,14 +254,3 @@ def http_metrics(access_log: bool) -> RequestMetrics:
         target_fields=("method", "route"),
         access_log=access_log,
     )
-{%- if cookiecutter.use_grpc == "yes" %}
-
-
-def grpc_metrics(access_log: bool) -> RequestMetrics:
-    return RequestMetrics(
-        GRPC_RPCS,
-        access_event="grpc_request",
-        target_fields=("method",),
-        access_log=access_log,
-    )
-{%- endif %}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import socket
 {% endif -%}
 {%- set urls = cookiecutter.use_postgres == "yes" or cookiecutter.use_redis == "yes" -%}
-from typing import {% if urls %}Annotated, {% endif %}Literal
+from collections.abc import Iterable, Sequence
+from typing import {% if urls %}Annotated, {% endif %}Literal, TypeVar, cast
 {%- if urls %}
 from urllib.parse import urlsplit
 {%- endif %}
@@ -43,10 +44,56 @@ def dependency_url(*schemes: str) -> AfterValidator:
 {%- endif %}
 
 
-class Settings(BaseSettings):
-    """Read from the environment (and an optional `.env` file); names are the upper-cased fields."""
+class SettingsGroup(BaseSettings):
+    """The one way to declare settings: subclass this in your own module and list the class in
+    `app.SETTINGS` (the platform's `Settings` is read too). Every group is read from the
+    environment (and an optional `.env` file) and checked before anything starts: an invalid
+    value is one line naming its variable, and the process exits 2 before binding a port.
+
+    A field's variable is its upper-cased name, after the class's `env_prefix` if it sets one
+    (`EchoSettings`: `env_prefix="ECHO_"`, `max_delay_ms` -> `ECHO_MAX_DELAY_MS`). Components
+    get their group with `config[TheirSettings]` in `app.build_components`."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+
+Group = TypeVar("Group", bound=SettingsGroup)
+
+
+class Config:
+    """Every settings group, read and checked: `config[EchoSettings]` is that group's values."""
+
+    def __init__(self, groups: Iterable[SettingsGroup]) -> None:
+        self._groups: dict[type[SettingsGroup], SettingsGroup] = {type(g): g for g in groups}
+
+    def __getitem__(self, group: type[Group]) -> Group:
+        return cast(Group, self._groups[group])
+
+
+class InvalidSettingsError(Exception):
+    """Some variables are invalid: `lines` names each, as `describe_errors` does."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load(groups: Sequence[type[SettingsGroup]]) -> Config:
+    """Read every group; InvalidSettingsError with the problems of all of them at once."""
+    loaded: list[SettingsGroup] = []
+    lines: list[str] = []
+    for group in groups:
+        try:
+            loaded.append(group())
+        except ValidationError as error:
+            lines.extend(describe_errors(error, group.model_config.get("env_prefix", "")))
+    if lines:
+        raise InvalidSettingsError(lines)
+    return Config(loaded)
+
+
+class Settings(SettingsGroup):
+    """The platform's settings: names are the upper-cased fields."""
 
     http_host: str = Field(default="0.0.0.0", min_length=1)
     http_port: int = Field(default={{ cookiecutter.http_port }}, ge=1, le=65535)
@@ -84,7 +131,6 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     access_log: bool = Field(default=True, description="One log line per request and RPC.")
 
-    echo_max_delay_ms: int = Field(default=60_000, ge=0)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1)
     http_header_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a client has to send a request's head."
@@ -148,8 +194,6 @@ class Settings(BaseSettings):
         default="{{ cookiecutter.service_name }}.events",
         min_length=1,
     )
-    cache_ttl_seconds: int = Field(default=300, ge=1)
-    cache_prefix: str = "{{ cookiecutter.service_name }}:"
     outbox_poll_interval: float = Field(default=0.2, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
 {%- endif %}
@@ -245,12 +289,13 @@ class Settings(BaseSettings):
 {%- endif %}
 
 
-def describe_errors(error: ValidationError) -> list[str]:
-    """One line per invalid variable, named as the operator writes it (the env var)."""
+def describe_errors(error: ValidationError, env_prefix: str = "") -> list[str]:
+    """One line per invalid variable, named as the operator writes it (the env var: pydantic's
+    `loc` is the field, without the group's `env_prefix`)."""
     lines = []
     for item in error.errors():
         field = "_".join(str(part) for part in item["loc"])
-        name = field.upper() or "configuration"
+        name = (env_prefix + field).upper() if field else "configuration"
         quoted = item["loc"] and not field.endswith(SECRET_SUFFIX)
         value = f" (got {item['input']!r})" if quoted else ""
         message = item["msg"].removeprefix("Value error, ")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,15 +26,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-{%- if cookiecutter.use_postgres == "yes" %}
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-{%- endif %}
-{%- if cookiecutter.use_grpc == "yes" %}
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
-{%- endif %}
-{%- if cookiecutter.use_redis == "yes" %}
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-{%- endif %}
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -59,6 +51,27 @@ UNTRACED_SPANS = re.compile(
     r"(GET|HEAD) /(livez|readyz|metrics|debug/tasks)|/grpc\.health\.v1\.Health/\w+"
 )
 """Probes and scrapes: frequent, uninteresting, and they would bury the real traces."""
+
+INSTRUMENTORS = (
+    ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
+    ("opentelemetry.instrumentation.grpc", "GrpcAioInstrumentorServer"),
+    ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
+)
+"""The libraries of the template's options, instrumented when their instrumentation is installed
+(the options add it to pyproject.toml with the library). The aiohttp server is always there."""
+
+
+def instrument_installed(provider: TracerProvider) -> list[str]:
+    """Instrument every library of INSTRUMENTORS whose instrumentation is installed; their names."""
+    done = []
+    for module_name, class_name in INSTRUMENTORS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        getattr(module, class_name)().instrument(tracer_provider=provider)
+        done.append(module_name.rpartition(".")[2])
+    return done
 
 
 class EntryPointSampler(Sampler):
@@ -161,24 +174,13 @@ class Tracing(Component):
             self._processor = BatchSpanProcessor(exporter)
             provider.add_span_processor(self._processor)
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
-{%- if cookiecutter.use_grpc == "yes" %}
-        GrpcAioInstrumentorServer().instrument(  # type: ignore[no-untyped-call]  # untyped init
-            tracer_provider=provider
-        )
-{%- endif %}
-{%- if cookiecutter.use_postgres == "yes" %}
-        AsyncPGInstrumentor().instrument(  # type: ignore[no-untyped-call]  # untyped init
-            tracer_provider=provider
-        )
-{%- endif %}
-{%- if cookiecutter.use_redis == "yes" %}
-        RedisInstrumentor().instrument(tracer_provider=provider)
-{%- endif %}
+        instrumented = ["aiohttp_server", *instrument_installed(provider)]
         self.events = EventTracing(provider.get_tracer(__name__))
         log.info(
             "tracing_enabled",
             exporter=settings.otel_traces_exporter,
             sampled_ratio=settings.otel_traces_sampler_arg,
+            instrumented=instrumented,
         )
 
     async def close(self) -> None:
