@@ -41,8 +41,9 @@ Answers = dict[str, str]
 
 
 def valid(answers: Mapping[str, str]) -> bool:
-    """The pre-generation hook refuses PostgreSQL without Redis (the items example needs both)."""
-    return not (answers["use_postgres"] == "yes" and answers["use_redis"] == "no")
+    """The pre-generation hook refuses PostgreSQL without Redis and Redis without PostgreSQL (the
+    items example needs both; nothing else uses either)."""
+    return answers["use_postgres"] == answers["use_redis"]
 
 
 def answer_sets() -> list[Answers]:

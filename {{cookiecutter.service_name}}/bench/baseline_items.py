@@ -18,8 +18,8 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from {{ cookiecutter.package_name }}.items.routes import ITEMS, create_item, get_item
-{%- if cookiecutter.use_consumer == "yes" %}
 from {{ cookiecutter.package_name }}.items.settings import ItemsSettings
+{%- if cookiecutter.use_consumer == "yes" %}
 from {{ cookiecutter.package_name }}.items.store import (
     ITEM_CREATED,
     ItemStore,
