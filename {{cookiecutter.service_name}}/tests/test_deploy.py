@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+from typing_extensions import override
 
 import scripts.rollout_check
 from {{ cookiecutter.package_name }}.platform.settings import Settings
@@ -210,6 +211,7 @@ class FakeOsv(http.server.BaseHTTPRequestHandler):
     queried: ClassVar[list[tuple[str, str]]] = []
     vulnerable: ClassVar[str] = ""
 
+    @override
     def log_message(self, format: str, *args: object) -> None:
         pass
 

@@ -10,6 +10,7 @@ from typing import NoReturn, cast
 
 import pytest
 from structlog.testing import capture_logs
+from typing_extensions import override
 
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
 from {{ cookiecutter.package_name }}.platform.lifecycle import (
@@ -32,6 +33,7 @@ class Recorder(Component):
         self.journal = journal
         self.readiness = readiness
 
+    @override
     async def start(self) -> None:
         self.journal.append(f"{self.name}.start")
 
@@ -39,18 +41,23 @@ class Recorder(Component):
         ready = self.readiness is None or self.readiness.ready
         self.journal.append(f"{self.name}.{phase}" + ("" if ready else " (not ready)"))
 
+    @override
     async def close_listeners(self) -> None:
         self._record("close_listeners")
 
+    @override
     async def end_streams(self) -> None:
         self._record("end_streams")
 
+    @override
     async def drain(self) -> None:
         self._record("drain")
 
+    @override
     async def stop_tasks(self) -> None:
         self._record("stop_tasks")
 
+    @override
     async def close(self) -> None:
         self._record("close")
 
@@ -129,6 +136,7 @@ class Hung(Component):
         self.work: asyncio.Task[None] | None = None
         self.closed = False
 
+    @override
     async def start(self) -> None:
         self.work = asyncio.create_task(self._serve())
 
@@ -136,12 +144,15 @@ class Hung(Component):
         with self.in_flight.track("http GET /slow request_id=r1"):
             await asyncio.sleep(3600)
 
+    @override
     async def drain(self) -> None:
         await self.in_flight.wait_idle()
 
+    @override
     async def close(self) -> None:
         self.closed = True
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return self.in_flight.tasks()
 
@@ -178,6 +189,7 @@ async def test_deadline_cancels_names_and_still_closes() -> None:
 class FailsToStart(Component):
     name = "broken"
 
+    @override
     async def start(self) -> None:
         raise OSError("[Errno 98] address already in use")
 
@@ -206,6 +218,7 @@ async def test_failed_start_closes_what_started() -> None:
 class SlowStart(Component):
     name = "slow"
 
+    @override
     async def start(self) -> None:
         await asyncio.sleep(3600)
 
@@ -231,6 +244,7 @@ async def test_second_signal_exits_at_once() -> None:
 
 
 class FailsToClose(Recorder):
+    @override
     async def close(self) -> None:
         raise RuntimeError("boom")
 

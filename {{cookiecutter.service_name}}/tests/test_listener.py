@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from typing_extensions import override
 
 from {{ cookiecutter.package_name }}.platform import listener as listener_module
 from {{ cookiecutter.package_name }}.platform.listener import Listener
@@ -33,6 +34,7 @@ class Recorder(asyncio.Protocol):
 
     made: list[asyncio.BaseTransport]
 
+    @override
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made.append(transport)
 

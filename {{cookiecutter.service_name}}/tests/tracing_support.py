@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from typing_extensions import override
 
 from .service import Service
 
@@ -62,6 +63,7 @@ class Collector:
                 self.end_headers()
                 self.wfile.write(reply)
 
+            @override
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: pytest shows the test's own output."""
 

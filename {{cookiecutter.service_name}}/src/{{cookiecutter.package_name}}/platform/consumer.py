@@ -35,6 +35,7 @@ import asyncpg
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import ResponseError
+from typing_extensions import override
 
 from .db import Connection, PostgresPool
 from .dependency import DependencyUnavailableError
@@ -185,6 +186,7 @@ class StreamConsumer(Component):
                 CONSUMER_PENDING.set(int(group["pending"]))
                 CONSUMER_LAG.set(int(group.get("lag") or 0))
 
+    @override
     async def start(self) -> None:
         refresh_at_scrape(self._refresh_backlog)
         self._loop_task = self.spawn(self._run(), "loop")
@@ -598,6 +600,7 @@ class StreamConsumer(Component):
 
     # -- shutdown --------------------------------------------------------------------------------
 
+    @override
     async def close_listeners(self) -> None:
         """Stop reading. A blocked XREADGROUP is cancelled (anything it was about to deliver
         stays pending for this consumer); a batch being processed is never interrupted."""
@@ -607,17 +610,21 @@ class StreamConsumer(Component):
         if self._waiting_for_messages and self._loop_task is not None:
             self._loop_task.cancel()
 
+    @override
     async def drain(self) -> None:
         await self._in_flight.wait_idle()
 
+    @override
     async def stop_tasks(self) -> None:
         self._stopping = True
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return self._in_flight.tasks()
 
+    @override
     def shutdown_report(self) -> dict[str, int]:
         since = self.outcomes - self._outcomes_at_close
         return {

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TypeAlias
 
 import asyncpg
+from typing_extensions import override
 
 from .dependency import Dependency
 from .logs import log
@@ -28,6 +29,7 @@ class PostgresPool(Dependency):
         super().__init__(settings, readiness, settings.database_url)
         self._pool: asyncpg.Pool | None = None
 
+    @override
     async def connect(self) -> None:
         settings = self._settings
         self._pool = pool = await asyncpg.create_pool(
@@ -54,6 +56,7 @@ class PostgresPool(Dependency):
         async with self.pool.acquire() as connection, connection.transaction():
             yield connection
 
+    @override
     async def disconnect(self) -> None:
         """Graceful close within its budget, then terminate, naming what was still checked out."""
         pool = self._pool

@@ -19,6 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from typing_extensions import override
 
 from .errors import InvalidArgumentError, OverloadedError, ServiceError
 from .inflight import InFlight
@@ -98,6 +99,7 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         self._ending = False
         self._wrapped: dict[object, Any] = {}
 
+    @override
     async def intercept_service(
         self,
         continuation: Callable[
@@ -429,6 +431,7 @@ class GrpcServer(Component):
         for service in ("", *self.service_names):
             await self._health.set(service, status)
 
+    @override
     async def start(self) -> None:
         await self._mirror_readiness(ready=False, shutting_down=False)
         address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
@@ -439,6 +442,7 @@ class GrpcServer(Component):
         await self._server.start()
         log.info("grpc_listening", host=self._settings.grpc_host, port=self.port)
 
+    @override
     async def close_listeners(self) -> None:
         # No new RPCs from here on; the lifecycle's deadline bounds the grace, not grpc's timer.
         self._in_flight_at_close = len(self._tracker.unary)
@@ -446,21 +450,26 @@ class GrpcServer(Component):
         self._stopping = asyncio.create_task(self._server.stop(grace), name="grpc.server.stop")
         await asyncio.sleep(0)
 
+    @override
     async def end_streams(self) -> None:
         self._tracker.end_streams()
         await self._tracker.streams.wait_idle()
 
+    @override
     async def drain(self) -> None:
         await self._tracker.unary.wait_idle()
         if self._stopping is not None:
             await self._stopping
 
+    @override
     async def close(self) -> None:
         await self._server.stop(None)
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return [*self._tracker.unary.tasks(), *self._tracker.streams.tasks()]
 
+    @override
     def shutdown_report(self) -> dict[str, int]:
         return {
             "rpcs_in_flight_at_close": self._in_flight_at_close,
