@@ -17,6 +17,8 @@ from typing_extensions import override
 from {{ cookiecutter.package_name }}.platform import listener as listener_module
 from {{ cookiecutter.package_name }}.platform.listener import Listener
 
+from .support import wait_until as until
+
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 """uvloop where the service has it: its libuv accepts one connection per loop iteration."""
 
@@ -48,17 +50,6 @@ def recording_factory() -> tuple[Callable[[], asyncio.Protocol], list[asyncio.Ba
         return protocol
 
     return factory, made
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    for _ in range(5000):
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
