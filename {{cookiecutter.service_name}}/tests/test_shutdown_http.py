@@ -34,7 +34,7 @@ async def test_in_flight_requests_complete_across_sigterm() -> None:
             calls = [
                 asyncio.create_task(_echo(session, service.url, f"m{i}", 1500)) for i in range(40)
             ]
-            await wait_in_flight(service, "http_server_requests_in_flight", 40)  # all 40 inside the handler
+            await wait_in_flight(service, "http_server_requests_in_flight", 40)
             service.signal(signal.SIGTERM)
             results = await asyncio.gather(*calls)
         assert [status for status, _, _ in results] == [200] * 40
