@@ -1,3 +1,5 @@
+# mypy: disable-error-code="explicit-override"
+# (a build hook: the build environment has no typing_extensions for `@override`)
 """Build hook: generate the gRPC stubs (and their type stubs) from proto/ at install time.
 
 Every build of the project runs it (`make install`, the image's `uv build`), so nobody runs protoc

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+from typing_extensions import override
 
 from {{ cookiecutter.package_name }}.v1 import echo_pb2, echo_pb2_grpc
 
@@ -24,14 +25,16 @@ MESSAGE = "hello"
 
 
 class Echo(echo_pb2_grpc.EchoServiceServicer):
-    async def Echo(  # noqa: N802 (the RPC's name)
+    @override
+    async def Echo(
         self,
         request: echo_pb2.EchoRequest,
         context: grpc.aio.ServicerContext[echo_pb2.EchoRequest, echo_pb2.EchoResponse],
     ) -> echo_pb2.EchoResponse:
         return echo_pb2.EchoResponse(message=request.message)
 
-    async def EchoStream(  # noqa: N802
+    @override
+    async def EchoStream(
         self,
         request: echo_pb2.EchoStreamRequest,
         context: grpc.aio.ServicerContext[echo_pb2.EchoStreamRequest, echo_pb2.EchoResponse],

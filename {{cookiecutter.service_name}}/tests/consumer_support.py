@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,7 +21,8 @@ from redis.typing import EncodableT, FieldT
 from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
-from .service import Service, drop_isolated, free_port, isolated_names
+from .service import Service, drop_isolated, isolated_names
+from .support import wait_until
 
 CONSUMER_ENV = {
     "CONSUMER_BLOCK_MS": "200",
@@ -198,18 +193,8 @@ class Backends:
         within: float,
         service: Service | None = None,
     ) -> None:
-        """Poll `condition` every 20 ms for at most `within` seconds (and 5,000 polls)."""
-        deadline = time.monotonic() + within
-        for _ in range(5000):
-            if await condition():
-                return
-            if service is not None and service.process is not None:
-                assert service.process.poll() is None, f"service exited:\n{service.output()}"
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.02)
-        detail = f"\n{service.output()}" if service is not None else ""
-        raise AssertionError(f"not {what} within {within}s{detail}")
+        """`support.wait_until`, kept as a method for the consumer tests."""
+        await wait_until(condition, what, within, service)
 
     async def dead_lettered_and_settled(self, count: int) -> bool:
         """`count` messages dead-lettered, nothing left pending."""
@@ -278,71 +263,3 @@ def started(env: dict[str, str]) -> Iterator[Service]:
         yield service
     finally:
         service.kill()
-
-
-class RedisServer:
-    """A throwaway redis-server on its own port, data kept in a temp dir (AOF) across restarts."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="consumer-redis-")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self, within: float = 15.0) -> None:
-        """Start (or restart, same port and dir) and wait until it answers PING."""
-        assert shutil.which("redis-server"), "redis-server is not installed"
-        self.process = await asyncio.to_thread(
-            subprocess.Popen,
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "yes", "--dir", self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + within
-        try:
-            for _ in range(1000):
-                assert self.process is not None
-                assert self.process.poll() is None, "redis-server exited"
-                try:
-                    if await client.ping():
-                        return
-                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                    pass  # ResponseError: LOADING the AOF
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"redis-server on port {self.port} not up within {within}s")
-        finally:
-            await client.aclose()
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM (a clean shutdown: the AOF is flushed), by PID; returns its exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process is not None else 0
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=5)
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@asynccontextmanager
-async def throwaway_redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    try:
-        await server.start()
-        yield server
-    finally:
-        server.cleanup()

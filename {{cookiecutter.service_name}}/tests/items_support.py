@@ -4,17 +4,10 @@ schema, a TCP proxy that can be down, and a throwaway redis-server the test owns
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -32,6 +25,7 @@ from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .service import drop_isolated, free_port, isolated_names
+from .support import wait_until
 
 POSTGRES = ("127.0.0.1", 5432)
 DEFAULT_DATABASE_URL: str = Settings.model_fields["database_url"].default
@@ -70,22 +64,6 @@ def isolated_env(settings: Settings) -> dict[str, str]:
     }
 
 
-async def wait_until(
-    check: Callable[[], Any], within: float = 15.0, what: str = "condition"
-) -> None:
-    """Poll `check` (sync or async) until it returns something truthy, at most `within` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {within}s")
-
-
 class Backend:
     """The items store over real components, as the service assembles them."""
 
@@ -103,7 +81,7 @@ class Backend:
         await self.readiness.mark_started()
 
     async def wait_ready(self, within: float = 15.0) -> None:
-        await wait_until(lambda: self.readiness.ready, within, "backend ready")
+        await wait_until(lambda: self.readiness.ready, "backend ready", within)
 
     async def close(self) -> None:
         for component in (self.db, self.redis):
@@ -207,52 +185,6 @@ def tcp_proxy(target: tuple[str, int] = POSTGRES) -> Iterator[TcpProxy]:
         yield proxy
     finally:
         proxy.close()
-
-
-class ThrowawayRedis:
-    """A redis-server of the test's own (no persistence) on a free port; stopped by its PID."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> None:
-        binary = shutil.which("redis-server") or "redis-server"
-        options = ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
-        self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), *options],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis-server on {self.port} exited at start")
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"redis-server on {self.port} did not listen within {timeout}s")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)  # an outage, not a clean shutdown
-            self.process.wait(timeout=10)
-        self.process = None
-
-
-@contextmanager
-def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    server = ThrowawayRedis()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def query(env: dict[str, str], sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from .service import Service
+from .support import wait_until
 
 SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_created", "_info")
 
@@ -36,3 +38,13 @@ def scrape(service: Service) -> Samples:
     with urllib.request.urlopen(f"{service.admin_url}/metrics", timeout=5) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return Samples(response.read().decode())
+
+
+async def wait_in_flight(service: Service, gauge: str, count: int, within: float = 10.0) -> None:
+    """Until the in-flight `gauge` (`http_server_requests_in_flight`, `grpc_server_in_flight`)
+    shows `count`: the calls have reached their handlers, no sleeping and hoping."""
+
+    async def reached() -> bool:
+        return (await asyncio.to_thread(scrape, service)).get(gauge) >= count
+
+    await wait_until(reached, f"{count} in {gauge}", within, service)

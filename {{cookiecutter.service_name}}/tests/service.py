@@ -28,6 +28,8 @@ import redis.asyncio as redis
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 {%- endif %}
 
+from .support import poll_until
+
 PACKAGE = "{{ cookiecutter.package_name }}"
 
 
@@ -168,12 +170,11 @@ class Service:
         return parsed
 
     def wait_for_event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if found := self.events(name):
-                return found[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no {name!r} event within {timeout}s:\n{self.output()}")
+        try:  # not failing when the process exits: its last lines may still be on their way
+            poll_until(lambda: self.events(name), f"a {name!r} event logged", timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}:\n{self.output()}") from None
+        return self.events(name)[0]
 
     def output(self) -> str:
         return "\n".join(self.lines[-200:])

@@ -21,8 +21,8 @@ from .consumer_support import (
     migrated,
     started,
     stop_service,
-    throwaway_redis,
 )
+from .support import throwaway_redis
 
 GOOD = 300
 TOTAL = 5000

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .consumer_support import Backends, backends, consumer_env
 from .service import drop_isolated
+from .support import wait_until as eventually
 
 
 @dataclass
@@ -92,17 +93,6 @@ async def stop(consumer: StreamConsumer) -> None:
     await consumer.close_listeners()
     await asyncio.wait_for(consumer.drain(), 10)
     await asyncio.wait_for(consumer.stop_tasks(), 10)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
-    deadline = time.monotonic() + within
-    for _ in range(2000):
-        if await condition():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not {what} within {within}s")
 
 
 @pytest.fixture

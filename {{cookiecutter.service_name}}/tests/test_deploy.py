@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,9 +20,12 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+from typing_extensions import override
 
 import scripts.rollout_check
 from {{ cookiecutter.package_name }}.platform.settings import Settings
+
+from .support import require_tool
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -54,13 +55,7 @@ def tool(name: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def kubectl() -> str:
-    found = shutil.which("kubectl")
-    if found is None:
-        message = "kubectl is needed on PATH to render the manifests (`kubectl kustomize`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return require_tool("kubectl", "to render the manifests (`kubectl kustomize`)")
 
 
 def render(kustomization: str) -> list[Doc]:
@@ -210,6 +205,7 @@ class FakeOsv(http.server.BaseHTTPRequestHandler):
     queried: ClassVar[list[tuple[str, str]]] = []
     vulnerable: ClassVar[str] = ""
 
+    @override
     def log_message(self, format: str, *args: object) -> None:
         pass
 

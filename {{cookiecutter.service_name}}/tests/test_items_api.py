@@ -32,10 +32,9 @@ from .items_support import (
     isolated_settings,
     started_backend,
     tcp_proxy,
-    throwaway_redis,
-    wait_until,
 )
 from .service import drop_isolated
+from .support import throwaway_redis, wait_until
 
 Client = TestClient[web.Request, web.Application]
 
@@ -225,41 +224,41 @@ async def test_database_timeout_is_504_and_leaves_no_half_state(
 
 
 async def test_redis_timeout_is_504_not_500() -> None:
-    with throwaway_redis() as server:
-        async with (
-            started_backend(request_timeout=0.5, redis_url=server.url) as backend,
-            http_client(backend) as client,
-        ):
-            _, created = await _create(client, {"name": "x", "quantity": 1})
-            admin = redis.Redis.from_url(server.url)
-            await admin.client_pause(3000)  # a hung Redis: every client's commands wait
-            await admin.aclose()
-            began = time.monotonic()
-            response = await client.get(f"/v1/items/{created['id']}")
-            assert response.status == 504
-            assert time.monotonic() - began < 2.5
+    async with (
+        throwaway_redis(keep_data=False) as server,
+        started_backend(request_timeout=0.5, redis_url=server.url) as backend,
+        http_client(backend) as client,
+    ):
+        _, created = await _create(client, {"name": "x", "quantity": 1})
+        admin = redis.Redis.from_url(server.url)
+        await admin.client_pause(3000)  # a hung Redis: every client's commands wait
+        await admin.aclose()
+        began = time.monotonic()
+        response = await client.get(f"/v1/items/{created['id']}")
+        assert response.status == 504
+        assert time.monotonic() - began < 2.5
 
 
 async def test_cache_outage_costs_latency_not_the_answer() -> None:
-    with throwaway_redis() as server:
-        async with (
-            started_backend(redis_url=server.url) as backend,
-            http_client(backend) as client,
-        ):
-            _, created = await _create(client, {"name": "x", "quantity": 1})
-            server.stop()
-            with capture_logs() as logs:
-                got = await client.get(f"/v1/items/{created['id']}")
-                assert (got.status, await got.json()) == (200, created)
-                assert (await _create(client, {"name": "y", "quantity": 1}))[0] == 201
-            assert any(entry["event"] == "cache_unavailable" for entry in logs)
-            server.start()  # same port: the client reconnects by itself
+    async with (
+        throwaway_redis(keep_data=False) as server,
+        started_backend(redis_url=server.url) as backend,
+        http_client(backend) as client,
+    ):
+        _, created = await _create(client, {"name": "x", "quantity": 1})
+        server.kill()
+        with capture_logs() as logs:
             got = await client.get(f"/v1/items/{created['id']}")
             assert (got.status, await got.json()) == (200, created)
-            fresh = redis.Redis.from_url(server.url)
-            key = f"{backend.cache.prefix}item:{created['id']}"
-            assert await fresh.exists(key) == 1
-            await fresh.aclose()
+            assert (await _create(client, {"name": "y", "quantity": 1}))[0] == 201
+        assert any(entry["event"] == "cache_unavailable" for entry in logs)
+        await server.start()  # same port: the client reconnects by itself
+        got = await client.get(f"/v1/items/{created['id']}")
+        assert (got.status, await got.json()) == (200, created)
+        fresh = redis.Redis.from_url(server.url)
+        key = f"{backend.cache.prefix}item:{created['id']}"
+        assert await fresh.exists(key) == 1
+        await fresh.aclose()
 
 
 async def test_waits_for_postgres_then_serves_then_refuses_once_closing() -> None:
@@ -329,18 +328,20 @@ async def test_pool_close_without_checked_out_connections_is_graceful() -> None:
 
 
 async def test_redis_close_closes_its_connection_pool() -> None:
-    with throwaway_redis() as server:
-        async with started_backend(redis_url=server.url) as backend:
-            admin = redis.Redis.from_url(server.url, decode_responses=True)
+    async with (
+        throwaway_redis(keep_data=False) as server,
+        started_backend(redis_url=server.url) as backend,
+    ):
+        admin = redis.Redis.from_url(server.url, decode_responses=True)
 
-            async def clients() -> int:
-                return int((await admin.info("clients"))["connected_clients"])
+        async def clients() -> int:
+            return int((await admin.info("clients"))["connected_clients"])
 
-            await backend.redis.client.get("warm-up")
-            assert await clients() >= 2  # ours and the component's
-            await backend.redis.close()
-            await wait_until(lambda: _equals(clients(), 1), 5, "component's connections closed")
-            await admin.aclose()
+        await backend.redis.client.get("warm-up")
+        assert await clients() >= 2  # ours and the component's
+        await backend.redis.close()
+        await wait_until(lambda: _equals(clients(), 1), "component's connections closed", 5)
+        await admin.aclose()
 
 
 async def _equals(value: Any, expected: int) -> bool:

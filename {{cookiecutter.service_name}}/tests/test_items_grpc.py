@@ -31,9 +31,9 @@ from .items_support import (
     isolated_settings,
     started_backend,
     tcp_proxy,
-    wait_until,
 )
 from .service import drop_isolated, free_port
+from .support import wait_until
 
 if TYPE_CHECKING:
     Stub = items_pb2_grpc.ItemServiceAsyncStub
@@ -163,7 +163,7 @@ async def test_the_callers_deadline_bounds_the_database_work(
             await stub.CreateItem(_new("late"), timeout=0.5)
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         # the handler gave up by itself, well before REQUEST_TIMEOUT
-        await wait_until(lambda: not server[0].unfinished(), 3, "handler finished")
+        await wait_until(lambda: not server[0].unfinished(), "handler finished", 3)
         await transaction.rollback()  # an insert still waiting would now go through
     finally:
         await blocker.close()
@@ -216,7 +216,7 @@ async def test_health_not_serving_until_postgres_connects() -> None:
                 assert error.value.code() == grpc.StatusCode.UNAVAILABLE
                 proxy.up()
                 serving_now = health_pb2.HealthCheckResponse.SERVING
-                await wait_until(lambda: _is(status(), serving_now), 15, "health SERVING")
+                await wait_until(lambda: _is(status(), serving_now), "health SERVING", 15)
                 assert (await stub.CreateItem(_new("ok"))).name == "ok"
         finally:
             await backend.close()

@@ -19,8 +19,9 @@ from {{ cookiecutter.package_name }}.platform import migrations
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
-from .items_support import connect_schema, isolated_env, isolated_settings, wait_until
+from .items_support import connect_schema, isolated_env, isolated_settings
 from .service import PACKAGE, Service, drop_isolated, http_get
+from .support import wait_until
 
 
 @pytest.fixture
@@ -109,7 +110,7 @@ async def test_concurrent_migrate_commands_apply_each_version_once(settings: Set
             )
             return bool(waiting == len(commands))
 
-        await wait_until(all_waiting, 40, "four migrate commands waiting")
+        await wait_until(all_waiting, "four migrate commands waiting", 40)
         await gate.execute("ROLLBACK")
         results = await asyncio.gather(*commands)
     finally:

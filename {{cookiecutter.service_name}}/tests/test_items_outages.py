@@ -30,10 +30,9 @@ from .items_support import (
     query,
     stream_item_ids,
     tcp_proxy,
-    throwaway_redis,
-    wait_until,
 )
 from .service import Service, drop_isolated, isolated_names
+from .support import throwaway_redis, wait_until
 
 
 async def test_postgres_unreachable_at_start_then_ready_when_it_comes_up() -> None:
@@ -47,7 +46,7 @@ async def test_postgres_unreachable_at_start_then_ready_when_it_comes_up() -> No
         service.start()
         try:
             await wait_until(
-                lambda: len(service.events("dependency_waiting")) >= 3, 20, "three attempts"
+                lambda: len(service.events("dependency_waiting")) >= 3, "three attempts", 20
             )
             status, body = await get_json(f"{service.url}/readyz")
             assert (status, body["reason"]) == (503, "waiting for postgres")
@@ -79,7 +78,7 @@ async def test_postgres_unreachable_at_start_then_ready_when_it_comes_up() -> No
 
 
 async def test_redis_restarted_while_serving_the_service_recovers() -> None:
-    with throwaway_redis() as server:
+    async with throwaway_redis(keep_data=False) as server:
         service = Service(**FAST, **FAST_CONSUMER, REDIS_URL=server.url)
         migrated = await asyncio.to_thread(service.run_command, "migrate")
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
@@ -91,14 +90,14 @@ async def test_redis_restarted_while_serving_the_service_recovers() -> None:
                 _, before = await http_create(session, service.url, "before")
                 await _wait_event_through(env, server.url, before["id"])
 
-                server.stop()
+                server.kill()
                 for path in ("/livez", "/readyz", f"/v1/items/{before['id']}"):
                     assert (await get_json(f"{service.url}{path}"))[0] == 200, path
                 status, during = await http_create(session, service.url, "during")
                 assert status == 201  # the event waits in the outbox
                 await asyncio.sleep(0.3)  # the relay and the consumer fail and back off
 
-                server.start()  # same port, empty: no stream, no group
+                await server.start()  # same port, empty: no stream, no group
                 await _wait_event_through(env, server.url, during["id"])
                 _, after = await http_create(session, service.url, "after")
                 await _wait_event_through(env, server.url, after["id"])
@@ -125,7 +124,7 @@ async def _wait_event_through(env: dict[str, str], redis_url: str, item_id: int)
             return rows[0]["processed_at"] is not None
         return (await stream_item_ids(env, redis_url))[item_id] == 1
 
-    await wait_until(through, 30, f"item {item_id} processed")  # backoffs reach 5 s
+    await wait_until(through, f"item {item_id} processed", 30)  # backoffs reach 5 s
 {%- if cookiecutter.use_grpc == "yes" %}
 
 

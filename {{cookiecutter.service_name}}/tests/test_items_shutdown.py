@@ -26,9 +26,9 @@ from .items_support import (
     http_create,
     query,
     stream_item_ids,
-    wait_until,
 )
 from .service import Service, isolated_names, running_service
+from .support import wait_until
 
 TROUBLE = (
     "http_unhandled_error",
@@ -70,7 +70,7 @@ async def _run_to_completion(first: Service, within: float = 30.0) -> None:
                 )
             return sum(int(row["n"]) for row in left) == 0
 
-        await wait_until(settled, within, "every event published and processed")
+        await wait_until(settled, "every event published and processed", within)
         again.signal(signal.SIGTERM)
         assert await asyncio.to_thread(again.wait_exit, 20) == 0, again.output()
     finally:
@@ -205,7 +205,7 @@ async def test_pools_close_last_work_in_flight_keeps_its_connections() -> None:
                 assert {status for status, _ in early} == {201}
 {%- if cookiecutter.use_consumer == "yes" %}
                 effects = "INSERT INTO processed_events"
-                await wait_until(lambda: held(effects), 15, "the consumer held in its effects")
+                await wait_until(lambda: held(effects), "the consumer held in its effects", 15)
                 await asyncio.sleep(0.3)  # the rest of its batch, if any
                 consumer_held = await held(effects)
 {%- endif %}
@@ -215,14 +215,14 @@ async def test_pools_close_last_work_in_flight_keeps_its_connections() -> None:
                     for i in range(6)
                 ]
                 creates = "INSERT INTO items"
-                await wait_until(lambda: equals(held(creates), 6), 15, "six creates held")
+                await wait_until(lambda: equals(held(creates), 6), "six creates held", 15)
                 service.signal(signal.SIGTERM)
                 await wait_until(
                     lambda: any(
                         e["phase"] == "close_listeners" for e in service.events("shutdown_phase")
                     ),
-                    10,
                     "listeners closed",
+                    10,
                 )
                 await asyncio.sleep(0.3)
                 assert service.process is not None

@@ -12,9 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from typing_extensions import override
 
 from {{ cookiecutter.package_name }}.platform import listener as listener_module
 from {{ cookiecutter.package_name }}.platform.listener import Listener
+
+from .support import wait_until as until
 
 LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 """uvloop where the service has it: its libuv accepts one connection per loop iteration."""
@@ -33,6 +36,7 @@ class Recorder(asyncio.Protocol):
 
     made: list[asyncio.BaseTransport]
 
+    @override
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made.append(transport)
 
@@ -46,17 +50,6 @@ def recording_factory() -> tuple[Callable[[], asyncio.Protocol], list[asyncio.Ba
         return protocol
 
     return factory, made
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    for _ in range(5000):
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)

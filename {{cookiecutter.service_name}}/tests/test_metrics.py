@@ -14,6 +14,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from typing_extensions import override
 
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
 from {{ cookiecutter.package_name }}.platform.lifecycle import (
@@ -141,6 +142,7 @@ class Stuck(Component):
         self.in_flight = InFlight()
         self.at_close = 0
 
+    @override
     async def start(self) -> None:
         self.work = asyncio.create_task(self._serve())
 
@@ -148,15 +150,19 @@ class Stuck(Component):
         with self.in_flight.track("http GET /stuck request_id=r1"):
             await asyncio.sleep(3600)
 
+    @override
     async def close_listeners(self) -> None:
         self.at_close = len(self.in_flight)
 
+    @override
     async def drain(self) -> None:
         await self.in_flight.wait_idle()
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return self.in_flight.tasks()
 
+    @override
     def shutdown_report(self) -> dict[str, int]:
         return {"requests_in_flight_at_close": self.at_close}
 

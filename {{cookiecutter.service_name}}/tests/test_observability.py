@@ -8,7 +8,6 @@ ships with Prometheus: without it on PATH those tests skip locally and fail in C
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from {{ cookiecutter.package_name }}.platform.admin_server import AdminServer
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .metrics_support import SUFFIXES, Samples
+from .support import require_tool
 
 OBSERVABILITY = Path(__file__).resolve().parent.parent / "observability"
 PROMQL_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan"})
@@ -102,15 +102,11 @@ async def test_every_service_metric_is_shown_or_alerted_on(served_metrics: Sampl
 
 
 def promtool(*args: str | Path, cwd: Path = OBSERVABILITY) -> subprocess.CompletedProcess[str]:
-    found = shutil.which("promtool")
-    if found is None:
-        message = (
-            "promtool is needed on PATH to check the alert rules (it ships with Prometheus: "
-            "the release archives, or /usr/bin/promtool of Debian's prometheus package)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    found = require_tool(
+        "promtool",
+        "to check the alert rules (it ships with Prometheus: the release archives, or "
+        "/usr/bin/promtool of Debian's prometheus package)",
+    )
     return subprocess.run(
         [found, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +18,13 @@ from typing import Any
 import pytest
 
 from .service import drop_isolated, isolated_names
+from .support import require_tool
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
 def rollout_check(tmp_path: Path, *args: str) -> dict[str, Any]:
-    if shutil.which("haproxy") is None:
-        message = "haproxy is needed on PATH (Debian/Ubuntu: apt-get install haproxy)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tool("haproxy", "(Debian/Ubuntu: apt-get install haproxy)")
     report = tmp_path / "report.json"
     env = {**os.environ, **isolated_names()}
     try:

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from {{ cookiecutter.package_name }}.v1 import echo_pb2, echo_pb2_grpc
 
+from .metrics_support import wait_in_flight
 from .service import running_service
 
 
@@ -52,7 +53,7 @@ async def test_in_flight_unary_rpcs_complete_across_sigterm() -> None:
                 )
                 for i in range(40)
             ]
-            await asyncio.sleep(0.5)
+            await wait_in_flight(service, "grpc_server_in_flight", 40)
             service.signal(signal.SIGTERM)
             replies = await asyncio.gather(*calls)
         assert [reply.message for reply in replies] == [f"m{i}" for i in range(40)]
@@ -63,7 +64,7 @@ async def test_not_serving_at_once_and_new_rpcs_until_drain_delay_ends() -> None
     with running_service(DRAIN_DELAY="3", SHUTDOWN_TIMEOUT="15") as service:
         assert await _health(service.grpc_target) == health_pb2.HealthCheckResponse.SERVING
         long_call = asyncio.ensure_future(_echo(service.grpc_target, "long", 5000))
-        await asyncio.sleep(0.3)
+        await wait_in_flight(service, "grpc_server_in_flight", 1)
         signalled = service.signal(signal.SIGTERM)
         await asyncio.to_thread(service.wait_for_event, "shutdown_requested")
 

@@ -18,8 +18,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from typing_extensions import override
 
 from .service import Service
+from .support import poll_until
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Collector:
                 self.end_headers()
                 self.wfile.write(reply)
 
+            @override
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: pytest shows the test's own output."""
 
@@ -102,13 +105,12 @@ class Collector:
         self, predicate: Callable[[Span], bool], count: int = 1, timeout: float = 15.0
     ) -> list[Span]:
         """At least `count` spans matching `predicate` (polls; bounded by `timeout`)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(found := self.spans(predicate)) >= count:
-                return found
-            time.sleep(0.05)
-        names = sorted({span.name for span in self.spans()})
-        raise AssertionError(f"fewer than {count} matching spans within {timeout}s; got {names}")
+        poll_until(
+            lambda: len(self.spans(predicate)) >= count,
+            f"{count} matching spans received",
+            timeout,
+        )
+        return self.spans(predicate)
 
 
 @contextmanager

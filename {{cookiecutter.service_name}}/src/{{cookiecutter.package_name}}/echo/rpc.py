@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from typing_extensions import override
 
 from ..platform.grpc_server import GrpcService
 from ..v1 import echo_pb2, echo_pb2_grpc
@@ -17,7 +18,8 @@ class EchoService(echo_pb2_grpc.EchoServiceServicer):
     def __init__(self, max_delay_ms: int) -> None:
         self._max_delay_ms = max_delay_ms
 
-    async def Echo(  # noqa: N802 - names come from the proto
+    @override
+    async def Echo(
         self,
         request: echo_pb2.EchoRequest,
         context: grpc.aio.ServicerContext[echo_pb2.EchoRequest, echo_pb2.EchoResponse],
@@ -26,7 +28,8 @@ class EchoService(echo_pb2_grpc.EchoServiceServicer):
         delay_ms = check_delay_ms(request.delay_ms, self._max_delay_ms)
         return echo_pb2.EchoResponse(message=await echo(message, delay_ms), sequence=1)
 
-    async def EchoStream(  # noqa: N802 - names come from the proto
+    @override
+    async def EchoStream(
         self,
         request: echo_pb2.EchoStreamRequest,
         context: grpc.aio.ServicerContext[echo_pb2.EchoStreamRequest, echo_pb2.EchoResponse],

@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as redis
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
+from typing_extensions import override
 
 from ..platform.dependency import DependencyUnavailableError
 from ..platform.errors import InvalidArgumentError, UnavailableError
@@ -132,6 +133,7 @@ class ItemEvents(Component):
     def client(self) -> redis.Redis:
         return self._redis.client
 
+    @override
     async def start(self) -> None:
         # Not ready before the reader follows the stream: a subscriber could not start yet.
         await self._readiness.waiting_for(self.name)
@@ -201,12 +203,14 @@ class ItemEvents(Component):
             return {"last-generated-id": "0-0", "length": 0, "entries-added": 0}
         return info
 
+    @override
     async def stop_tasks(self) -> None:
         # Nothing to finish: the reader holds no work, only a cursor in a shared stream.
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return [self._task] if self._task is not None and not self._task.done() else []
 

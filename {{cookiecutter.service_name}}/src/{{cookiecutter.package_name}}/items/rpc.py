@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import grpc
+from typing_extensions import override
 
 from ..platform.grpc_server import GrpcService
 from ..platform.settings import Settings
@@ -31,7 +32,8 @@ class ItemService(items_pb2_grpc.ItemServiceServicer):
         remaining = context.time_remaining()
         return self._default_timeout if remaining is None else max(0.0, remaining)
 
-    async def CreateItem(  # noqa: N802 - names come from the proto
+    @override
+    async def CreateItem(
         self, request: items_pb2.CreateItemRequest, context: Context
     ) -> items_pb2.Item:
         new = parse_new_item({"name": request.name, "quantity": request.quantity})
@@ -41,9 +43,8 @@ class ItemService(items_pb2_grpc.ItemServiceServicer):
             item, _ = await self._store.create(new, key)
         return _message(item)
 
-    async def GetItem(  # noqa: N802 - names come from the proto
-        self, request: items_pb2.GetItemRequest, context: Context
-    ) -> items_pb2.Item:
+    @override
+    async def GetItem(self, request: items_pb2.GetItemRequest, context: Context) -> items_pb2.Item:
         item_id = parse_item_id(request.id)
         async with asyncio.timeout(self._budget(context)):
             return _message(await self._store.get(item_id))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from typing_extensions import override
 
 from .lifecycle import Component, live_tasks
 from .logs import log
@@ -53,11 +54,13 @@ class AdminServer(Component):
         addresses = self._runner.addresses
         return int(addresses[0][1]) if addresses else self._settings.admin_port
 
+    @override
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.admin_host, self._settings.admin_port)
         await site.start()
         log.info("admin_listening", host=self._settings.admin_host, port=self.port)
 
+    @override
     async def close(self) -> None:
         await self._runner.cleanup()

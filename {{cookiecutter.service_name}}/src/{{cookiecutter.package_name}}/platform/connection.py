@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import _ErrInfo
+from typing_extensions import override
 
 from .logs import log
 from .metrics import HTTP_CLIENT_ERRORS
@@ -154,14 +155,17 @@ class Connection(web.RequestHandler):
         """The Content-Length of the body being read, as the head said (None: chunked)."""
         self.waits_for = NOTHING
 
+    @override
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._expect(HEAD, self._limits.head_timeout)
 
+    @override
     def connection_lost(self, exc: BaseException | None) -> None:
         self._expect(NOTHING, 0.0)
         super().connection_lost(exc)
 
+    @override
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
             return
@@ -213,6 +217,7 @@ class Connection(web.RequestHandler):
             (body is None or body.is_eof()) and not self._upgraded and self._payload_parser is None
         )
 
+    @override
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's signature
         """The client closed its sending side. A request it sent in full is still answered (then
         the connection closes); a body cut short gets a 400 saying so. asyncio closes the
@@ -260,6 +265,7 @@ class Connection(web.RequestHandler):
             if body is not None and not body.is_eof() and body.exception() is None:
                 body.set_exception(BodyTimeoutError("request body not received in time"))
 
+    @override
     def handle_error(
         self,
         request: web.BaseRequest,

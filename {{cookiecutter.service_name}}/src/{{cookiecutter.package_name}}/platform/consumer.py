@@ -30,6 +30,7 @@ import redis.asyncio as redis
 from prometheus_client import Counter as CounterMetric
 from prometheus_client import Gauge
 from redis.exceptions import ResponseError
+from typing_extensions import override
 
 from .db import PostgresPool
 from .dependency import DependencyUnavailableError
@@ -148,6 +149,7 @@ class StreamConsumer(Component):
                 CONSUMER_PENDING.set(int(group["pending"]))
                 CONSUMER_LAG.set(int(group.get("lag") or 0))
 
+    @override
     async def start(self) -> None:
         refresh_at_scrape(self._refresh_backlog)
         self._loop_task = self.spawn(self._run(), "loop")
@@ -387,6 +389,7 @@ class StreamConsumer(Component):
         if self._blocked_read is not None:
             self._blocked_read.cancel()
 
+    @override
     async def close_listeners(self) -> None:
         """Stop reading. A blocked XREADGROUP is cancelled (anything it was about to deliver
         stays pending for this consumer); a read or claim under way finishes, but the loop
@@ -398,17 +401,21 @@ class StreamConsumer(Component):
         if read is not None:
             await asyncio.wait((read,))  # over (its connection closed) once this returns
 
+    @override
     async def drain(self) -> None:
         await self._in_flight.wait_idle()
 
+    @override
     async def stop_tasks(self) -> None:
         self._stop_reading()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return self._in_flight.tasks()
 
+    @override
     def shutdown_report(self) -> dict[str, int]:
         since = self.outcomes - self._outcomes_at_close
         return {

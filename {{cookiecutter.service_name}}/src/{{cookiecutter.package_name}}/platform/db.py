@@ -9,6 +9,7 @@ from typing import TypeAlias
 
 import asyncpg
 from prometheus_client import Gauge
+from typing_extensions import override
 
 from .dependency import Dependency
 from .logs import log
@@ -31,6 +32,7 @@ class PostgresPool(Dependency):
         super().__init__(settings, readiness, settings.database_url)
         self._pool: asyncpg.Pool | None = None
 
+    @override
     async def connect(self) -> None:
         settings = self._settings
         self._pool = pool = await asyncpg.create_pool(
@@ -57,6 +59,7 @@ class PostgresPool(Dependency):
         async with self.pool.acquire() as connection, connection.transaction():
             yield connection
 
+    @override
     async def disconnect(self) -> None:
         """Graceful close within its budget, then terminate, naming what was still checked out."""
         pool = self._pool

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from typing_extensions import override
+
 from .errors import UnavailableError
 from .lifecycle import Component
 from .logs import log
@@ -91,20 +93,23 @@ class Dependency(Component):
         if not self._connected or self._closing:
             raise DependencyUnavailableError(self.name)
 
+    @override
     async def start(self) -> None:
         await self._readiness.waiting_for(self.name)
-        self._connecting = self.spawn(self._connect_with_retries(), "connect")
+        self._connecting = self.spawn(self._connect_with_retries(), "connect", until_stopped=False)
 
     async def _connect_with_retries(self) -> None:
         await connect_with_retries(self.name, redact_url(self._url), self.connect, self._settings)
         self._connected = True
         await self._readiness.connected(self.name)
 
+    @override
     async def stop_tasks(self) -> None:
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
 
+    @override
     async def close(self) -> None:
         self._closing = True  # from here on, nothing new acquires a connection
         await self.disconnect()

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from prometheus_client import Gauge
+from typing_extensions import override
 
 from .errors import InvalidArgumentError, OverloadedError, ServiceError
 from .inflight import InFlight
@@ -117,6 +118,7 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         self._ending = False
         self._wrapped: dict[object, Any] = {}
 
+    @override
     async def intercept_service(
         self,
         continuation: Callable[
@@ -448,6 +450,7 @@ class GrpcServer(Component):
         for service in ("", *self.service_names):
             await self._health.set(service, status)
 
+    @override
     async def start(self) -> None:
         await self._mirror_readiness(ready=False, shutting_down=False)
         address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
@@ -458,6 +461,7 @@ class GrpcServer(Component):
         await self._server.start()
         log.info("grpc_listening", host=self._settings.grpc_host, port=self.port)
 
+    @override
     async def close_listeners(self) -> None:
         # No new RPCs from here on; the lifecycle's deadline bounds the grace, not grpc's timer.
         self._in_flight_at_close = len(self._tracker.unary)
@@ -465,21 +469,26 @@ class GrpcServer(Component):
         self._stopping = asyncio.create_task(self._server.stop(grace), name="grpc.server.stop")
         await asyncio.sleep(0)
 
+    @override
     async def end_streams(self) -> None:
         self._tracker.end_streams()
         await self._tracker.streams.wait_idle()
 
+    @override
     async def drain(self) -> None:
         await self._tracker.unary.wait_idle()
         if self._stopping is not None:
             await self._stopping
 
+    @override
     async def close(self) -> None:
         await self._server.stop(None)
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return [*self._tracker.unary.tasks(), *self._tracker.streams.tasks()]
 
+    @override
     def shutdown_report(self) -> dict[str, int]:
         return {
             "rpcs_in_flight_at_close": self._in_flight_at_close,

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, Field
+from typing_extensions import override
 
 from .connection import ClientBodyError, ClientLimits, connection_factory, error_response
 from .errors import InvalidArgumentError, ServiceError, UnavailableError, UnsupportedMediaTypeError
@@ -367,6 +368,7 @@ class HttpServer(Component):
         """The bound port."""
         return self._listener.port if self._listener is not None else self._settings.http_port
 
+    @override
     async def start(self) -> None:
         await self._runner.setup()
         server = self._runner.server
@@ -381,6 +383,7 @@ class HttpServer(Component):
         self._listener.start()
         log.info("http_listening", host=self._settings.http_host, port=self.port)
 
+    @override
     async def close_listeners(self) -> None:
         self._in_flight_at_close = len(self._in_flight)
         if self._listener is not None:
@@ -397,9 +400,11 @@ class HttpServer(Component):
             )
             self._clients.cut(server.connections, cut_at)
 
+    @override
     async def end_streams(self) -> None:
         await self._streams.end_all()
 
+    @override
     async def drain(self) -> None:
         """In-flight requests finish, and clients still sending finish or are cut (by the cut
         time: this polls only while such clients remain)."""
@@ -410,15 +415,18 @@ class HttpServer(Component):
                 return
             await asyncio.sleep(0.05)
 
+    @override
     async def close(self) -> None:
         server = self._runner.server
         if server is not None:  # the drain deadline passed with clients still sending
             self._clients.cut_now(server.connections)
         await self._runner.cleanup()
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         return [*self._in_flight.tasks(), *self._streams.tasks.tasks()]
 
+    @override
     def shutdown_report(self) -> dict[str, int]:
         return {
             "requests_in_flight_at_close": self._in_flight_at_close,

@@ -1,12 +1,41 @@
 """The root scope: owns the signals, starts the components, runs the shutdown, picks the exit code.
 
-Components never see a signal. They plug in through `Component` and are driven phase by phase:
+Components never see a signal. They plug in through `Component` and are driven phase by phase
+(the names are `phases.Phase`, shared with the `lifecycle_phase` metric):
 
     signal ─► readiness_off ─► drain_delay ─► close_listeners ─► end_streams
            ─► drain_in_flight ─► stop_tasks ─► close ─► exit
 
 All phases but `close` share the drain deadline (SHUTDOWN_TIMEOUT minus a reserve); `close` gets the
-reserve, so pools are closed and logs flushed even when in-flight work overran.
+reserve, so pools are closed and logs flushed even when in-flight work overran. Within a phase the
+components act concurrently (`close` in reverse start order); a hook a component does not override
+does nothing. What each component of the service does in each phase (- : nothing; in
+`readiness_off` and `drain_delay` no component acts: the lifecycle turns `Readiness` off, which
+`/readyz` and gRPC health follow, and waits while the service keeps serving):
+
+    component    start  close_listeners  end_streams  drain_in_flight  stop_tasks  close
+    tracing      -      -                -            -                -           flush (1)
+    postgres     spawn  -                -            -                cancel (2)  pool
+    redis        spawn  -                -            -                cancel (2)  client
+    admin        bind   -                -            -                -           runner
+    outbox       spawn  -                -            -                batch, end  -
+    item_events  spawn  -                -            -                cancel      -
+    consumer     spawn  stop reading     -            messages acked   loop ends   -
+    http         bind   refuse new conn  end WS, SSE  requests end     -           sockets
+    grpc         bind   stop(grace)      end streams  unary RPCs end   -           server
+
+(1) spans still buffered, within the reserve. (2) a connection attempt still retrying.
+Components start in this order (`app.build_components`) and close in reverse.
+
+**The contract.** A component needs two things from the root scope, and both are explicit:
+- its deadline: `drain_deadline`, set on every started component when the shutdown begins;
+- supervision of its background tasks: it starts them with `spawn`, and whoever runs it is told
+  through `supervise` (the `Lifecycle`, before `start`; a test, its own `Supervisor`) when one ends.
+  A task that fails, or that ends on its own while the service runs (`until_stopped`), stops the
+  service, named in a `component_failed` event; exit code FAILED (START_FAILED before the service
+  was ever ready). Unsupervised (a test driving a component by hand), a failure is still logged
+  (`background_task_failed`), never swallowed.
+The exit code is decided in one place: `exit_code`, from the reasons the run recorded.
 
 SIGUSR1 logs every live task with its await stack (`task_dump`) and changes nothing.
 """
@@ -21,11 +50,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from typing import Any, NoReturn, Protocol
+
+from typing_extensions import override
 
 from . import metrics
 from .logs import flush_logs, log
+from .phases import Phase
 from .readiness import Readiness
 
 
@@ -45,31 +77,96 @@ class ExitCode(enum.IntEnum):
     FORCED = 5
     """A second SIGTERM/SIGINT forced an immediate exit."""
     FAILED = 6
-    """A component's background task failed while serving; the service shut itself down."""
+    """A component's background task failed (or ended) while serving; the service shut itself
+    down."""
+
+
+EXIT_PRECEDENCE = (
+    ExitCode.FORCED,
+    ExitCode.CONFIG,
+    ExitCode.START_FAILED,
+    ExitCode.FAILED,
+    ExitCode.DEADLINE,
+    ExitCode.ERROR,
+)
+"""When several reasons apply, the first of them in this order is the exit code."""
+
+PHASE_OUTCOME_EXIT = {
+    "ok": ExitCode.OK,
+    "error": ExitCode.ERROR,
+    "deadline_exceeded": ExitCode.DEADLINE,
+}
+"""What a shutdown phase's outcome adds to the reasons for the exit code."""
+
+
+def exit_code(reasons: Collection[ExitCode]) -> ExitCode:
+    """The exit code for everything that happened, the one place it is decided: OK without a
+    reason, otherwise the first reason in `EXIT_PRECEDENCE` (a start that failed and then
+    overran its shutdown exits START_FAILED, not DEADLINE)."""
+    return next((code for code in EXIT_PRECEDENCE if code in reasons), ExitCode.OK)
+
+
+class Supervisor(Protocol):
+    """Told when a component's background task ends (see `Component.supervise`)."""
+
+    def task_ended(
+        self, component: Component, task: asyncio.Task[None], *, until_stopped: bool
+    ) -> None:
+        """`task` is done (cancelled, failed or returned); `until_stopped`: it was meant to run
+        until the shutdown stops it, so returning on its own is a failure too."""
+
+
+class ReportFailures:
+    """The supervisor of a component nobody runs (a test driving it by hand): logs a failed
+    task, so no error is swallowed; stops nothing."""
+
+    def task_ended(
+        self, component: Component, task: asyncio.Task[None], *, until_stopped: bool
+    ) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error(
+                "background_task_failed",
+                component=component.name,
+                task=task.get_name(),
+                error=str(error) or repr(error),
+            )
+
+
+UNSUPERVISED = ReportFailures()
 
 
 class Component:
-    """One part of the service. Override `start` and the phases the part takes part in.
+    """One part of the service. Override `start` and the phases the part takes part in; mark each
+    override `@override` (mypy's explicit-override makes a missing or misspelled one an error).
 
     Each phase method is awaited concurrently with the other components' and is cancelled when the
     shutdown deadline passes; `unfinished` names the tasks to report and cancel at that point.
+    Background tasks are started with `spawn`, never bare `asyncio.create_task`: see the module's
+    "contract".
     """
 
     name = "component"
     drain_deadline = math.inf
     """Event-loop time by which the drain phases must end: set when the shutdown begins, for
     components that bound their own waits by it (slow HTTP clients)."""
-    _on_failure: Callable[[Component, BaseException], None] | None = None
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run a background task of this component; if it fails, the service shuts down."""
+    def supervise(self, supervisor: Supervisor) -> None:
+        """Report the ends of this component's background tasks to `supervisor`, before `start`
+        (the `Lifecycle` does; a component nobody supervises only logs a failed task)."""
+        self.__dict__["_supervisor"] = supervisor  # subclasses need not call Component.__init__
+
+    def spawn(
+        self, coroutine: Coroutine[Any, Any, None], name: str, *, until_stopped: bool = True
+    ) -> asyncio.Task[None]:
+        """Run a background task of this component, supervised: if it fails, or (`until_stopped`,
+        the default: a loop meant to run until the shutdown stops it) returns while the service
+        runs, the service shuts down. One-shot work (connecting) passes `until_stopped=False`."""
         task = asyncio.create_task(coroutine, name=f"{self.name}.{name}")
-        task.add_done_callback(self._background_done)
+        supervisor: Supervisor = self.__dict__.get("_supervisor", UNSUPERVISED)
+        task.add_done_callback(
+            lambda done: supervisor.task_ended(self, done, until_stopped=until_stopped)
+        )
         return task
-
-    def _background_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (error := task.exception()) and self._on_failure:
-            self._on_failure(self, error)
 
     async def start(self) -> None:
         """Bind, connect, spawn. Raise to abort start-up (exit code START_FAILED)."""
@@ -155,8 +252,9 @@ def live_tasks() -> list[dict[str, Any]]:
     return [{"task": task.get_name(), "stack": await_stack(task)} for task in tasks]
 
 
-class Lifecycle:
-    """Runs components from start to exit; see the module docstring for the phases."""
+class Lifecycle(Supervisor):
+    """Runs components from start to exit, and supervises their background tasks; see the module
+    docstring for the phases and the contract."""
 
     def __init__(
         self,
@@ -169,8 +267,10 @@ class Lifecycle:
     ) -> None:
         self._components = list(components)
         for component in self._components:
-            component._on_failure = self._component_failed
+            component.supervise(self)
         self._failure: str | None = None
+        """The component whose background task failed while the service ran, if one did."""
+        self._start_failed = False
         self._readiness = readiness
         self._drain_delay = drain_delay
         self._shutdown_timeout = shutdown_timeout
@@ -212,9 +312,23 @@ class Lifecycle:
         log.info("shutdown_requested", signal=name, shutdown_timeout_s=self._shutdown_timeout)
         self._begin_stop()
 
-    def _component_failed(self, component: Component, error: BaseException) -> None:
-        log.error("component_failed", component=component.name, error=str(error) or repr(error))
-        if self._stop_requested_at is None:
+    @override
+    def task_ended(
+        self, component: Component, task: asyncio.Task[None], *, until_stopped: bool
+    ) -> None:
+        """A background task failed, or returned before a shutdown while meant to run until one:
+        report it and, unless already stopping, shut down (exit FAILED)."""
+        if task.cancelled():
+            return
+        stopping = self._stop_requested_at is not None
+        if (error := task.exception()) is not None:
+            reason = str(error) or repr(error)
+        elif until_stopped and not stopping:
+            reason = "ended while the service was running"
+        else:
+            return
+        log.error("component_failed", component=component.name, task=task.get_name(), error=reason)
+        if not stopping:
             self._failure = component.name
             self._begin_stop()
 
@@ -242,7 +356,7 @@ class Lifecycle:
     async def run(self) -> ExitCode:
         """Start every component, serve until a signal, shut down. Returns the exit code."""
         self.install_signal_handlers()
-        metrics.LIFECYCLE_PHASE.state("starting")
+        metrics.LIFECYCLE_PHASE.state(Phase.STARTING)
         try:
             starting = asyncio.create_task(self._start_all(), name="lifecycle.start")
             stop = asyncio.create_task(self._stop_requested.wait(), name="lifecycle.wait")
@@ -250,22 +364,18 @@ class Lifecycle:
             if not starting.done():  # stopped during start-up: never ready, so no drain delay
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)
-                code = await self.shutdown(drain_delay=0.0)
-                return ExitCode.START_FAILED if self._failure else code
+                return await self.shutdown(drain_delay=0.0)
             if error := starting.exception():
                 stop.cancel()
                 failed = self._components[len(self._started)].name
                 log.error("start_failed", component=failed, error=str(error) or repr(error))
+                self._start_failed = True
                 self._begin_stop()
-                await self.shutdown(drain_delay=0.0)
-                return ExitCode.START_FAILED
+                return await self.shutdown(drain_delay=0.0)
             log.info("service_started", components=[c.name for c in self._started])
-            metrics.LIFECYCLE_PHASE.state("serving")
+            metrics.LIFECYCLE_PHASE.state(Phase.SERVING)
             await stop
-            code = await self.shutdown(drain_delay=self._drain_delay)
-            if self._failure:  # not ready yet: start-up failed; ready before: failed while serving
-                return ExitCode.FAILED if self._readiness.was_ready else ExitCode.START_FAILED
-            return code
+            return await self.shutdown(drain_delay=self._drain_delay)
         finally:
             self._watchdog_disarmed.set()
 
@@ -286,23 +396,19 @@ class Lifecycle:
         for component in parts:
             component.drain_deadline = drain_deadline
 
-        await self._phase("readiness_off", [("readiness", self._readiness.shut_down())], until)
-        await self._phase("drain_delay", [("sleep", asyncio.sleep(drain_delay))], until)
-        await self._phase("close_listeners", [(c.name, c.close_listeners()) for c in parts], until)
-        await self._phase("end_streams", [(c.name, c.end_streams()) for c in parts], until)
-        await self._phase("drain_in_flight", [(c.name, c.drain()) for c in parts], until)
-        await self._phase("stop_tasks", [(c.name, c.stop_tasks()) for c in parts], until)
-        await self._phase("close", [(c.name, c.close()) for c in reversed(parts)], exit_deadline)
+        readiness_off = [("readiness", self._readiness.shut_down())]
+        await self._phase(Phase.READINESS_OFF, readiness_off, until)
+        await self._phase(Phase.DRAIN_DELAY, [("sleep", asyncio.sleep(drain_delay))], until)
+        listeners = [(c.name, c.close_listeners()) for c in parts]
+        await self._phase(Phase.CLOSE_LISTENERS, listeners, until)
+        await self._phase(Phase.END_STREAMS, [(c.name, c.end_streams()) for c in parts], until)
+        await self._phase(Phase.DRAIN_IN_FLIGHT, [(c.name, c.drain()) for c in parts], until)
+        await self._phase(Phase.STOP_TASKS, [(c.name, c.stop_tasks()) for c in parts], until)
+        closing = [(c.name, c.close()) for c in reversed(parts)]
+        await self._phase(Phase.CLOSE, closing, exit_deadline)
 
-        outcomes = {phase["outcome"] for phase in self.phases}
-        code = (
-            ExitCode.DEADLINE
-            if "deadline_exceeded" in outcomes
-            else ExitCode.ERROR
-            if "error" in outcomes
-            else ExitCode.OK
-        )
-        metrics.LIFECYCLE_PHASE.state("stopped")
+        code = exit_code(self._exit_reasons())
+        metrics.LIFECYCLE_PHASE.state(Phase.STOPPED)
         log.info(
             "shutdown_complete",
             exit_code=int(code),
@@ -313,16 +419,26 @@ class Lifecycle:
         )
         return code
 
+    def _exit_reasons(self) -> set[ExitCode]:
+        """Everything that happened that decides the exit code (see `exit_code`)."""
+        reasons = {PHASE_OUTCOME_EXIT[phase["outcome"]] for phase in self.phases}
+        if self._start_failed:
+            reasons.add(ExitCode.START_FAILED)
+        if self._failure:  # not ready yet: start-up failed; ready before: failed while serving
+            reasons.add(ExitCode.FAILED if self._readiness.was_ready else ExitCode.START_FAILED)
+        return reasons
+
     async def _phase(
         self,
-        name: str,
+        phase: Phase,
         steps: list[tuple[str, Coroutine[Any, Any, None]]],
         deadline: float,
     ) -> None:
         """Run a phase's steps concurrently; past `deadline`, report and cancel what still runs."""
+        name = phase.value
         loop = asyncio.get_running_loop()
         begun = loop.time()
-        metrics.LIFECYCLE_PHASE.state(name)
+        metrics.LIFECYCLE_PHASE.state(phase)
         tasks = {asyncio.create_task(step, name=f"{name}:{owner}"): owner for owner, step in steps}
         pending: set[asyncio.Task[None]] = set()
         if tasks:

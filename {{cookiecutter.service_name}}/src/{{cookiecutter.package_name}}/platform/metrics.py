@@ -28,8 +28,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+from typing_extensions import override
 
 from .logs import AccessLog, log
+from .phases import Phase
 
 # No `*_created` series: one timestamp per label set doubles what Prometheus stores, for nothing
 # a dashboard here uses.
@@ -37,18 +39,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the lib
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-LIFECYCLE_PHASES = (
-    "starting",
-    "serving",
-    "readiness_off",
-    "drain_delay",
-    "close_listeners",
-    "end_streams",
-    "drain_in_flight",
-    "stop_tasks",
-    "close",
-    "stopped",
-)
 
 
 def _go_float(value: float) -> str:
@@ -100,6 +90,7 @@ class RequestFamilies(Collector):
             latencies = self.latencies[target] = _Latencies(len(self.bounds) + 1)
         return latencies
 
+    @override
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             *self._counter, labels=[*self._target_labels, self._status_label]
@@ -152,7 +143,7 @@ HTTP_STREAM_MESSAGES = Counter(
     ["kind"],
 )
 LIFECYCLE_PHASE = Enum(
-    "lifecycle_phase", "Where the service is in its life.", states=list(LIFECYCLE_PHASES)
+    "lifecycle_phase", "Where the service is in its life.", states=[phase.value for phase in Phase]
 )
 SHUTDOWN_PHASE_DURATION = Gauge(
     "shutdown_phase_duration_seconds", "How long each shutdown phase took.", ["phase"]

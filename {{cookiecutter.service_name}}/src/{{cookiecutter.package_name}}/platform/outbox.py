@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from redis.typing import EncodableT, FieldT
+from typing_extensions import override
 
 from .db import Connection, PostgresPool
 from .dependency import DependencyUnavailableError
@@ -110,6 +111,7 @@ class OutboxRelay(Component):
         self._publishing = False
         self.published = 0
 
+    @override
     async def start(self) -> None:
         self._task = self.spawn(self._run(), "relay")
 
@@ -162,12 +164,14 @@ class OutboxRelay(Component):
         self.published += len(rows)
         return len(rows)
 
+    @override
     async def stop_tasks(self) -> None:
         """Finish the batch in hand (events of requests that just drained), then stop."""
         self._stop.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
 
+    @override
     def unfinished(self) -> list[asyncio.Task[object]]:
         """The relay only while it publishes a batch: waiting for its next poll is not work, and
         a deadline another component overran must not name it as hung."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from typing_extensions import override
 
 from .dependency import Dependency
 from .readiness import Readiness
@@ -28,6 +29,7 @@ class RedisClient(Dependency):
             health_check_interval=30,
         )
 
+    @override
     async def connect(self) -> None:
         await self._client.ping()
 
@@ -37,5 +39,6 @@ class RedisClient(Dependency):
         self.ensure_available()
         return self._client
 
+    @override
     async def disconnect(self) -> None:
         await self._client.aclose()  # closes its connection pool too

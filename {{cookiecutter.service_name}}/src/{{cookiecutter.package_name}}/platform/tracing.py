@@ -42,6 +42,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
+from typing_extensions import override
 
 from .lifecycle import EXIT_MARGIN, Component, close_reserve
 from .logs import log
@@ -82,6 +83,7 @@ class EntryPointSampler(Sampler):
     def __init__(self, ratio: float) -> None:
         self._ratio = TraceIdRatioBased(ratio)
 
+    @override
     def should_sample(
         self,
         parent_context: Context | None,
@@ -98,6 +100,7 @@ class EntryPointSampler(Sampler):
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
+    @override
     def get_description(self) -> str:
         return f"EntryPointSampler(ratio={self._ratio.rate})"
 
@@ -183,6 +186,7 @@ class Tracing(Component):
             instrumented=instrumented,
         )
 
+    @override
     async def close(self) -> None:
         """Export what the batch processor still holds, within the budget. The export runs in
         a daemon thread of its own: past the budget the process exits without waiting for it
