@@ -25,17 +25,26 @@ from {{ cookiecutter.package_name }}.items.store import (
     ItemStore,
     on_item_created,
 )
-from {{ cookiecutter.package_name }}.platform.consumer import ConsumerSettings, StreamConsumer
+from {{ cookiecutter.package_name }}.platform.consumer import (
+    ConsumerSettings,
+    StreamConsumer,
+)
 {%- else %}
 from {{ cookiecutter.package_name }}.items.store import ItemStore
 {%- endif %}
-from {{ cookiecutter.package_name }}.platform.db import PostgresPool, PostgresSettings
+from {{ cookiecutter.package_name }}.platform.db import (
+    PostgresPool,
+    PostgresSettings,
+)
 from {{ cookiecutter.package_name }}.platform.http_server import SETTINGS
 from {{ cookiecutter.package_name }}.platform.lifecycle import Component
 from {{ cookiecutter.package_name }}.platform.logs import configure_logging
 from {{ cookiecutter.package_name }}.platform.outbox import OutboxRelay, OutboxSettings
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
-from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient, RedisSettings
+from {{ cookiecutter.package_name }}.platform.redis_client import (
+    RedisClient,
+    RedisSettings,
+)
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 READINESS = web.AppKey("readiness", Readiness)

@@ -31,12 +31,22 @@ from {{ cookiecutter.package_name }}.items.store import (
     on_item_created,
     on_items_created,
 )
-from {{ cookiecutter.package_name }}.platform.consumer import ConsumerSettings, StreamConsumer
-from {{ cookiecutter.package_name }}.platform.db import Connection, PostgresPool, PostgresSettings
+from {{ cookiecutter.package_name }}.platform.consumer import (
+    ConsumerSettings,
+    StreamConsumer,
+)
+from {{ cookiecutter.package_name }}.platform.db import (
+    Connection,
+    PostgresPool,
+    PostgresSettings,
+)
 from {{ cookiecutter.package_name }}.platform.logs import configure_logging
 from {{ cookiecutter.package_name }}.platform.outbox import OutboxSettings
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
-from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient, RedisSettings
+from {{ cookiecutter.package_name }}.platform.redis_client import (
+    RedisClient,
+    RedisSettings,
+)
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 DEDUPE_SQL = (

@@ -17,7 +17,10 @@ from {{ cookiecutter.package_name }}.echo.settings import EchoSettings
 from {{ cookiecutter.package_name }}.items.routes import item_routes
 from {{ cookiecutter.package_name }}.items.settings import ItemsSettings
 from {{ cookiecutter.package_name }}.items.store import ItemStore
-from {{ cookiecutter.package_name }}.platform.db import PostgresPool, PostgresSettings
+from {{ cookiecutter.package_name }}.platform.db import (
+    PostgresPool,
+    PostgresSettings,
+)
 {% endif -%}
 from {{ cookiecutter.package_name }}.platform.http_server import HttpRoutes, create_app
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
@@ -27,7 +30,10 @@ from {{ cookiecutter.package_name }}.platform.outbox import OutboxSettings
 {% endif -%}
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 {% if cookiecutter.use_postgres == "yes" -%}
-from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient, RedisSettings
+from {{ cookiecutter.package_name }}.platform.redis_client import (
+    RedisClient,
+    RedisSettings,
+)
 {% endif -%}
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, metadata
 from typing import Any, NoReturn, TypeAlias
 
-from .app import LOG_PROCESSORS, MIGRATIONS, SETTINGS, build_components
+from .app import LOG_PROCESSORS, SETTINGS, build_components
 from .platform.lifecycle import ExitCode, Lifecycle
 from .platform.logs import configure_logging, flush_logs, log
 from .platform.metrics import describe_build
@@ -51,6 +51,7 @@ COMMANDS: dict[str, Command] = {"serve": serve}
 
 async def apply_migrations(config: Config) -> ExitCode:
     """`migrate`: the platform's migrations, then the features' (app.MIGRATIONS)."""
+    from .app import MIGRATIONS
     from .platform.db import PostgresSettings
     from .platform.migrations import migrate
 
