@@ -252,10 +252,6 @@ def jinja_ifs(root: Path) -> dict[str, int]:
     return {path: count for path, count in counts.items() if count}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: the options' settings (settings.py), app.py and cli.py still carry blocks",
-)
 def test_few_jinja_blocks_in_src() -> None:
     counts = jinja_ifs(SRC)
     assert sum(counts.values()) <= MAX_JINJA_IFS_IN_SRC, counts
