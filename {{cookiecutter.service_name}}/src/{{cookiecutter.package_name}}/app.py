@@ -21,18 +21,22 @@ def features() -> list[Feature]:
     data option's pools; the RPCs come after the gRPC server)."""
     features: list[Feature] = []
 {%- if cookiecutter.use_tracing == "yes" %}
+
     from .platform.tracing import TRACING
 
     features.append(TRACING)  # first: it instruments the libraries the others use
 {%- endif %}
+
     features.append(ECHO)
 {%- if cookiecutter.use_postgres == "yes" %}
+
     from .items.feature import ITEMS
     from .platform.data import DATA
 
     features += [DATA, ITEMS]
 {%- endif %}
 {%- if cookiecutter.use_consumer == "yes" %}
+
     from .items.store import ITEM_CREATED, on_item_created, on_items_created
     from .platform.consumer import consumer_feature
 
@@ -44,16 +48,19 @@ def features() -> list[Feature]:
     )
 {%- endif %}
 {%- if cookiecutter.use_grpc == "yes" %}
+
     from .echo.rpc import ECHO_RPC
     from .platform.grpc_server import GRPC
 
     features += [GRPC, ECHO_RPC]
 {%- if cookiecutter.use_postgres == "yes" %}
+
     from .items.rpc import ITEMS_RPC
 
     features.append(ITEMS_RPC)
 {%- endif %}
 {%- endif %}
+
     return features
 
 
