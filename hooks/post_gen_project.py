@@ -43,6 +43,7 @@ OPTIONAL_PATHS: dict[str, list[str]] = {
         "src/{package_name}/platform/migrations.py",
         "src/{package_name}/platform/sql",
         "src/{package_name}/platform/outbox.py",
+        "src/{package_name}/platform/data.py",
         "src/{package_name}/items",
         "proto/{package_name}/v1/items.proto",
         "tests/*items*",

@@ -150,6 +150,26 @@ async def on_ticket_opened(connection: Connection, payload: dict[str, Any]) -> N
         int(payload["id"]),
     )
 ''',
+    f"src/{PACKAGE}/tickets/feature.py": '''\
+"""The tickets feature as app.py lists it: its routes, its RPC and its migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..platform.assembly import Assembly, Feature
+from ..platform.grpc_server import GrpcServices
+from .routes import ticket_routes
+from .rpc import ticket_service
+
+
+def _wire(assembly: Assembly) -> None:
+    assembly.http_routes.append(ticket_routes())
+    assembly[GrpcServices].append(ticket_service())
+
+
+TICKETS = Feature("tickets", wire=_wire, migrations=(Path(__file__).parent / "migrations",))
+''',
     f"src/{PACKAGE}/tickets/migrations/0101_tickets.sql": """\
 -- The tickets feature's table.
 CREATE TABLE tickets (
@@ -290,23 +310,6 @@ def insert_before_line(path: Path, change: str, marker: str, line: str) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
-def add_migration_dir(app_py: Path, folder: str) -> None:
-    """Append a feature's directory to the `MIGRATIONS` tuple, however it is laid out."""
-    text = app_py.read_text(encoding="utf-8")
-    start = text.find("MIGRATIONS: tuple[Path, ...] = (")
-    assert start >= 0, f"no MIGRATIONS tuple in {app_py} (update this test's snippet)"
-    opening = text.index("(", text.index("=", start))
-    depth, end = 0, opening
-    for end in range(opening, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[end], 0)
-        if depth == 0:
-            break
-    inner = text[opening + 1 : end].rstrip().rstrip(",")
-    entry = f'Path(__file__).parent / "{folder}" / "migrations"'
-    items = f"{inner}, {entry}," if inner.strip() else f"{entry},"
-    app_py.write_text(text[: opening + 1] + items + text[end:], encoding="utf-8")
-
-
 def extend_the_service(project: Path, env: dict[str, str]) -> None:
     """What a user does: a feature module, its .proto, a handler, a migration, a test, a row."""
     echo_rpc = (project / f"src/{PACKAGE}/echo/rpc.py").read_text(encoding="utf-8")
@@ -325,14 +328,12 @@ def extend_the_service(project: Path, env: dict[str, str]) -> None:
     app_py = project / f"src/{PACKAGE}/app.py"
     imports = (
         "from .tickets.effects import TICKET_OPENED, on_ticket_opened\n"
-        "from .tickets.routes import ticket_routes\n"
-        "from .tickets.rpc import ticket_service\n"
+        "from .tickets.feature import TICKETS\n"
     )
     # Anywhere among the imports: `ruff check --fix` below sorts them in.
     edit(app_py, "imports", r"^(from __future__ import annotations\n)", r"\1" + imports)
-    add_migration_dir(app_py, "tickets")
-    insert_before_line(app_py, "HTTP routes", "HttpServer(", "http_routes.append(ticket_routes())")
-    insert_before_line(app_py, "RPCs", "GrpcServer(", "grpc_services.append(ticket_service())")
+    # Last in the list: it adds its RPC to the gRPC server's, listed before it.
+    insert_before_line(app_py, "feature", "return features", "features.append(TICKETS)")
     edit(
         app_py,
         "consumer handler",

@@ -25,20 +25,41 @@ from {{ cookiecutter.package_name }}.items.store import (
     ItemStore,
     on_item_created,
 )
-from {{ cookiecutter.package_name }}.platform.consumer import StreamConsumer
+from {{ cookiecutter.package_name }}.platform.consumer import (
+    ConsumerSettings,
+    StreamConsumer,
+)
 {%- else %}
 from {{ cookiecutter.package_name }}.items.store import ItemStore
 {%- endif %}
-from {{ cookiecutter.package_name }}.platform.db import PostgresPool
+from {{ cookiecutter.package_name }}.platform.db import (
+    PostgresPool,
+    PostgresSettings,
+)
 from {{ cookiecutter.package_name }}.platform.http_server import SETTINGS
 from {{ cookiecutter.package_name }}.platform.lifecycle import Component
 from {{ cookiecutter.package_name }}.platform.logs import configure_logging
-from {{ cookiecutter.package_name }}.platform.outbox import OutboxRelay
+from {{ cookiecutter.package_name }}.platform.outbox import OutboxRelay, OutboxSettings
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
-from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.redis_client import (
+    RedisClient,
+    RedisSettings,
+)
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 READINESS = web.AppKey("readiness", Readiness)
+
+
+class BenchSettings(
+    Settings,
+    PostgresSettings,
+    RedisSettings,
+    OutboxSettings,
+{%- if cookiecutter.use_consumer == "yes" %}
+    ConsumerSettings,
+{%- endif %}
+):
+    """Every variable the baseline's components read, in one object."""
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -46,17 +67,17 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready}, status=200 if ready else 503)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: BenchSettings) -> web.Application:
     readiness = Readiness()
-    db = PostgresPool(settings, readiness)
-    cache = RedisClient(settings, readiness)
+    db = PostgresPool(settings, settings, readiness)
+    cache = RedisClient(settings, settings, readiness)
     store = ItemStore(db, cache, settings, ItemsSettings())
     components: list[Component] = [
         db,
         cache,
-        OutboxRelay(db, cache, settings),
+        OutboxRelay(db, cache, settings, settings),
 {%- if cookiecutter.use_consumer == "yes" %}
-        StreamConsumer(db, cache, settings, {ITEM_CREATED: on_item_created}),
+        StreamConsumer(db, cache, settings, settings, settings, {ITEM_CREATED: on_item_created}),
 {%- endif %}
     ]
 
@@ -80,7 +101,7 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def drop_isolated(settings: Settings) -> None:
+async def drop_isolated(settings: BenchSettings) -> None:
     """Remove what a run created: its schema, streams and cache keys (names from the env)."""
     connection = await asyncpg.connect(settings.database_url)
     try:
@@ -100,7 +121,7 @@ async def drop_isolated(settings: Settings) -> None:
 
 def main() -> None:
     """`python -m bench.baseline_items PORT` serves; `... drop` removes the run's data."""
-    settings = Settings()
+    settings = BenchSettings()
     if sys.argv[1] == "drop":
         if settings.database_schema == "public":
             raise SystemExit("refusing to drop the public schema")

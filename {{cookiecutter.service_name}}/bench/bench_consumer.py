@@ -31,11 +31,22 @@ from {{ cookiecutter.package_name }}.items.store import (
     on_item_created,
     on_items_created,
 )
-from {{ cookiecutter.package_name }}.platform.consumer import StreamConsumer
-from {{ cookiecutter.package_name }}.platform.db import Connection, PostgresPool
+from {{ cookiecutter.package_name }}.platform.consumer import (
+    ConsumerSettings,
+    StreamConsumer,
+)
+from {{ cookiecutter.package_name }}.platform.db import (
+    Connection,
+    PostgresPool,
+    PostgresSettings,
+)
 from {{ cookiecutter.package_name }}.platform.logs import configure_logging
+from {{ cookiecutter.package_name }}.platform.outbox import OutboxSettings
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
-from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.redis_client import (
+    RedisClient,
+    RedisSettings,
+)
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 DEDUPE_SQL = (
@@ -46,11 +57,15 @@ EFFECT_SQL = "UPDATE items SET processed_at = now() WHERE id = $1 AND processed_
 TIME_LIMIT = 120.0
 
 
+class BenchSettings(Settings, PostgresSettings, RedisSettings, OutboxSettings, ConsumerSettings):
+    """Every variable the bench's components read, in one object."""
+
+
 async def noop(connection: Connection, payload: dict[str, Any]) -> None:
     """An effect that does nothing: what is left is the consumer's own cost."""
 
 
-async def fill(settings: Settings, count: int) -> None:
+async def fill(settings: BenchSettings, count: int) -> None:
     """COUNT items and one `item.created` event each, in a fresh stream and group."""
     connection = await asyncpg.connect(
         settings.database_url, server_settings={"search_path": settings.database_schema}
@@ -84,21 +99,23 @@ async def fill(settings: Settings, count: int) -> None:
         await client.aclose()
 
 
-async def run_service(settings: Settings, effect: str, count: int) -> float:
+async def run_service(settings: BenchSettings, effect: str, count: int) -> float:
     readiness = Readiness()
-    db = PostgresPool(settings, readiness)
-    cache = RedisClient(settings, readiness)
+    db = PostgresPool(settings, settings, readiness)
+    cache = RedisClient(settings, settings, readiness)
     for dependency in (db, cache):
         await dependency.start()
     await readiness.mark_started()
     while not readiness.ready:  # noqa: ASYNC110 (the dependencies connect in the background)
         await asyncio.sleep(0.01)
     if effect == "noop":
-        consumer = StreamConsumer(db, cache, settings, {ITEM_CREATED: noop})
+        consumer = StreamConsumer(db, cache, settings, settings, settings, {ITEM_CREATED: noop})
     else:  # as the service runs it: the group effect of the items example
         consumer = StreamConsumer(
             db,
             cache,
+            settings,
+            settings,
             settings,
             {ITEM_CREATED: on_item_created},
             group_handlers={ITEM_CREATED: on_items_created},
@@ -119,7 +136,7 @@ async def run_service(settings: Settings, effect: str, count: int) -> float:
     return elapsed
 
 
-async def run_raw(settings: Settings, effect: str, count: int) -> float:
+async def run_raw(settings: BenchSettings, effect: str, count: int) -> float:
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     pool = await asyncpg.create_pool(
         settings.database_url,
@@ -163,7 +180,7 @@ async def run_raw(settings: Settings, effect: str, count: int) -> float:
 
 
 async def bench(mode: str, effect: str, count: int) -> float:
-    settings = Settings()
+    settings = BenchSettings()
     await fill(settings, count)
     run = run_service if mode == "service" else run_raw
     return count / await run(settings, effect, count)

@@ -19,7 +19,8 @@ from redis.backoff import ExponentialBackoff
 from redis.typing import EncodableT, FieldT
 
 from {{ cookiecutter.package_name }}.items.store import ITEM_CREATED
-from {{ cookiecutter.package_name }}.platform.settings import Settings
+from {{ cookiecutter.package_name }}.platform.db import PostgresSettings
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisSettings
 
 from .service import Service, drop_isolated, isolated_names
 from .support import wait_until
@@ -35,8 +36,8 @@ CONSUMER_ENV = {
 }
 """Short timings so recovery happens within seconds; the rest are the service's defaults."""
 
-DEFAULT_DATABASE_URL: str = Settings.model_fields["database_url"].default
-DEFAULT_REDIS_URL: str = Settings.model_fields["redis_url"].default
+DEFAULT_DATABASE_URL: str = PostgresSettings.model_fields["database_url"].default
+DEFAULT_REDIS_URL: str = RedisSettings.model_fields["redis_url"].default
 
 
 def consumer_env(**overrides: str) -> dict[str, str]:

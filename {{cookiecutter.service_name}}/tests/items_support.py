@@ -22,14 +22,13 @@ from {{ cookiecutter.package_name }}.platform.db import PostgresPool
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.platform.settings import Settings
 
-from .service import drop_isolated, free_port, isolated_names
+from .service import AllSettings, drop_isolated, free_port, isolated_names
 from .support import wait_until
 
 POSTGRES = ("127.0.0.1", 5432)
-DEFAULT_DATABASE_URL: str = Settings.model_fields["database_url"].default
-DEFAULT_REDIS_URL: str = Settings.model_fields["redis_url"].default
+DEFAULT_DATABASE_URL: str = AllSettings.model_fields["database_url"].default
+DEFAULT_REDIS_URL: str = AllSettings.model_fields["redis_url"].default
 USE_CONSUMER = {{ "True" if cookiecutter.use_consumer == "yes" else "False" }}
 FAST = {"DRAIN_DELAY": "0.5", "SHUTDOWN_TIMEOUT": "10", "DEPENDENCY_MAX_BACKOFF": "0.5"}
 """Service settings for subprocess tests: short waits."""
@@ -40,18 +39,18 @@ FAST_CONSUMER: dict[str, str] = {}
 {%- endif %}
 
 
-def isolated_settings(**overrides: Any) -> Settings:
-    """Settings on a schema, streams and keys of their own (plus `overrides`)."""
+def isolated_settings(**overrides: Any) -> AllSettings:
+    """AllSettings on a schema, streams and keys of their own (plus `overrides`)."""
     names = {key.lower(): value for key, value in isolated_names().items()}
-    return Settings(**{"dependency_max_backoff": 0.2, **names, **overrides})
+    return AllSettings(**{"dependency_max_backoff": 0.2, **names, **overrides})
 
 
-def isolated_cache(settings: Settings) -> ItemsSettings:
+def isolated_cache(settings: AllSettings) -> ItemsSettings:
     """The item cache's settings of `settings`' isolated names (`isolated_names`: one tag)."""
     return ItemsSettings(prefix=f"test:{settings.database_schema.removeprefix('test_')}:")
 
 
-def isolated_env(settings: Settings) -> dict[str, str]:
+def isolated_env(settings: AllSettings) -> dict[str, str]:
     """The environment `drop_isolated` needs to remove what `settings` created (on the shared
     servers: a proxy or a throwaway Redis is gone by then)."""
     return {
@@ -67,11 +66,11 @@ def isolated_env(settings: Settings) -> dict[str, str]:
 class Backend:
     """The items store over real components, as the service assembles them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: AllSettings) -> None:
         self.settings = settings
         self.readiness = Readiness()
-        self.db = PostgresPool(settings, self.readiness)
-        self.redis = RedisClient(settings, self.readiness)
+        self.db = PostgresPool(settings, settings, self.readiness)
+        self.redis = RedisClient(settings, settings, self.readiness)
         self.cache = isolated_cache(settings)
         self.store = ItemStore(self.db, self.redis, settings, self.cache)
 
@@ -97,7 +96,7 @@ class Backend:
             await connection.close()
 
 
-async def connect_schema(settings: Settings) -> asyncpg.Connection:
+async def connect_schema(settings: AllSettings) -> asyncpg.Connection:
     return await asyncpg.connect(
         DEFAULT_DATABASE_URL, server_settings={"search_path": settings.database_schema}
     )

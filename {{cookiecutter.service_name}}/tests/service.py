@@ -17,20 +17,53 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-{%- if cookiecutter.use_postgres == "yes" or cookiecutter.use_redis == "yes" %}
-{% if cookiecutter.use_postgres == "yes" %}
+{%- if cookiecutter.use_postgres == "yes" %}
+
 import asyncpg
-{%- endif %}
-{%- if cookiecutter.use_redis == "yes" %}
 import redis.asyncio as redis
 {%- endif %}
 
+{% if cookiecutter.use_consumer == "yes" -%}
+from {{ cookiecutter.package_name }}.platform.consumer import ConsumerSettings
+{% endif -%}
+{% if cookiecutter.use_postgres == "yes" -%}
+from {{ cookiecutter.package_name }}.platform.db import PostgresSettings
+{% endif -%}
+{% if cookiecutter.use_grpc == "yes" -%}
+from {{ cookiecutter.package_name }}.platform.grpc_server import GrpcSettings
+{% endif -%}
+{% if cookiecutter.use_postgres == "yes" -%}
+from {{ cookiecutter.package_name }}.platform.outbox import OutboxSettings
+from {{ cookiecutter.package_name }}.platform.redis_client import RedisSettings
+{% endif -%}
 from {{ cookiecutter.package_name }}.platform.settings import Settings
-{%- endif %}
-
+{% if cookiecutter.use_tracing == "yes" -%}
+from {{ cookiecutter.package_name }}.platform.tracing import TracingSettings
+{% endif %}
 from .support import poll_until
 
 PACKAGE = "{{ cookiecutter.package_name }}"
+
+
+class AllSettings(
+    Settings,
+{%- if cookiecutter.use_grpc == "yes" %}
+    GrpcSettings,
+{%- endif %}
+{%- if cookiecutter.use_postgres == "yes" %}
+    PostgresSettings,
+    RedisSettings,
+    OutboxSettings,
+{%- endif %}
+{%- if cookiecutter.use_consumer == "yes" %}
+    ConsumerSettings,
+{%- endif %}
+{%- if cookiecutter.use_tracing == "yes" %}
+    TracingSettings,
+{%- endif %}
+):
+    """The platform's settings and its options' in one object, for tests that build components
+    by hand (`PostgresPool(settings, settings, readiness)`); the service reads each group apart."""
 
 
 def isolated_names() -> dict[str, str]:
@@ -208,13 +241,13 @@ def drop_isolated(env: dict[str, str]) -> None:
     async def drop() -> None:
         """Drop what this service's settings point at (nothing without Postgres or Redis)."""
 {%- if cookiecutter.use_postgres == "yes" %}
-        url = env.get("DATABASE_URL", Settings.model_fields["database_url"].default)
+        url = env.get("DATABASE_URL", PostgresSettings.model_fields["database_url"].default)
         connection = await asyncpg.connect(url)
         await connection.execute(f'DROP SCHEMA IF EXISTS "{env["DATABASE_SCHEMA"]}" CASCADE')
         await connection.close()
 {%- endif %}
 {%- if cookiecutter.use_redis == "yes" %}
-        redis_url = env.get("REDIS_URL", Settings.model_fields["redis_url"].default)
+        redis_url = env.get("REDIS_URL", RedisSettings.model_fields["redis_url"].default)
         client = redis.Redis.from_url(redis_url)
         keys = [key async for key in client.scan_iter(match=f"{env['CACHE_PREFIX']}*")]
         await client.delete(env["EVENTS_STREAM"], env["DEAD_LETTER_STREAM"], *keys)

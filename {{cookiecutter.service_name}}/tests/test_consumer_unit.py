@@ -39,10 +39,9 @@ from {{ cookiecutter.package_name }}.platform.group_commit import (
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .consumer_support import Backends, backends, consumer_env
-from .service import drop_isolated
+from .service import AllSettings, drop_isolated
 from .support import wait_until as eventually
 
 
@@ -54,7 +53,7 @@ class Harness:
     b: Backends
     consumers: list[StreamConsumer] = field(default_factory=list)
 
-    def settings(self, **overrides: str) -> Settings:
+    def settings(self, **overrides: str) -> AllSettings:
         return settings_of({**self.env, **overrides})
 
     def consumer(
@@ -63,10 +62,13 @@ class Harness:
         group_handler: GroupEffectHandler | None = None,
         **overrides: str,
     ) -> StreamConsumer:
+        settings = self.settings(**overrides)
         consumer = StreamConsumer(
             self.db,
             self.redis,
-            self.settings(**overrides),
+            settings,
+            settings,
+            settings,
             {ITEM_CREATED: handler},
             group_handlers={ITEM_CREATED: group_handler} if group_handler else None,
         )
@@ -83,9 +85,9 @@ class Harness:
         return await self.b.xadd_all(events)
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    """Settings from the test's variables only (validated like the environment's strings)."""
-    return Settings.model_validate({key.lower(): value for key, value in env.items()})
+def settings_of(env: dict[str, str]) -> AllSettings:
+    """AllSettings from the test's variables only (validated like the environment's strings)."""
+    return AllSettings.model_validate({key.lower(): value for key, value in env.items()})
 
 
 async def stop(consumer: StreamConsumer) -> None:
@@ -100,7 +102,10 @@ async def harness() -> AsyncIterator[Harness]:
     env = consumer_env()
     settings = settings_of(env)
     readiness = Readiness()
-    db, redis = PostgresPool(settings, readiness), RedisClient(settings, readiness)
+    db, redis = (
+        PostgresPool(settings, settings, readiness),
+        RedisClient(settings, settings, readiness),
+    )
     try:
         await migrate(settings, MIGRATIONS)
         await db.start()

@@ -17,10 +17,9 @@ from {{ cookiecutter.package_name }}.echo import rpc as echo_rpc
 from {{ cookiecutter.package_name }}.echo.rpc import echo_service
 from {{ cookiecutter.package_name }}.platform.grpc_server import GrpcServer
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
-from {{ cookiecutter.package_name }}.platform.settings import Settings
 from {{ cookiecutter.package_name }}.v1 import echo_pb2, echo_pb2_grpc
 
-from .service import free_port
+from .service import AllSettings, free_port
 
 
 @pytest.fixture
@@ -30,8 +29,8 @@ def readiness() -> Readiness:
 
 @pytest.fixture
 async def server(readiness: Readiness) -> AsyncIterator[GrpcServer]:
-    settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port())
-    component = GrpcServer(settings, readiness, [echo_service(5000)])
+    settings = AllSettings(grpc_host="127.0.0.1", grpc_port=free_port())
+    component = GrpcServer(settings, settings, readiness, [echo_service(5000)])
     await component.start()
     yield component
     await component.close()
@@ -195,8 +194,8 @@ async def test_bytes_that_are_not_a_message_are_invalid_argument(
 async def test_overload_is_resource_exhausted_and_health_still_answers(
     readiness: Readiness,
 ) -> None:
-    settings = Settings(grpc_host="127.0.0.1", grpc_port=free_port(), grpc_max_in_flight=2)
-    server = GrpcServer(settings, readiness, [echo_service(5000)])
+    settings = AllSettings(grpc_host="127.0.0.1", grpc_port=free_port(), grpc_max_in_flight=2)
+    server = GrpcServer(settings, settings, readiness, [echo_service(5000)])
     await server.start()
     await readiness.mark_started()
     shed_before = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"}) or 0
@@ -220,13 +219,13 @@ async def test_overload_is_resource_exhausted_and_health_still_answers(
 
 
 async def test_streams_beyond_the_ceiling_are_resource_exhausted(readiness: Readiness) -> None:
-    settings = Settings(
+    settings = AllSettings(
         grpc_host="127.0.0.1",
         grpc_port=free_port(),
         grpc_max_in_flight=1,
         grpc_max_concurrent_rpcs=3,
     )
-    server = GrpcServer(settings, readiness, [echo_service(5000)])
+    server = GrpcServer(settings, settings, readiness, [echo_service(5000)])
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

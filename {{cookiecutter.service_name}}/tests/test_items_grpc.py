@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 @asynccontextmanager
 async def serving(backend: Backend) -> AsyncIterator[tuple[GrpcServer, grpc.aio.Channel]]:
     services = [item_service(backend.store, backend.settings)]
-    server = GrpcServer(backend.settings, backend.readiness, services)
+    server = GrpcServer(backend.settings, backend.settings, backend.readiness, services)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -17,21 +17,20 @@ import pytest
 from {{ cookiecutter.package_name }}.app import MIGRATIONS
 from {{ cookiecutter.package_name }}.platform import migrations
 from {{ cookiecutter.package_name }}.platform.migrations import migrate
-from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .items_support import connect_schema, isolated_env, isolated_settings
-from .service import PACKAGE, Service, drop_isolated, http_get
+from .service import PACKAGE, AllSettings, Service, drop_isolated, http_get
 from .support import wait_until
 
 
 @pytest.fixture
-async def settings() -> AsyncIterator[Settings]:
+async def settings() -> AsyncIterator[AllSettings]:
     fresh = isolated_settings()
     yield fresh
     drop_isolated(isolated_env(fresh))
 
 
-async def _applied(settings: Settings) -> list[str]:
+async def _applied(settings: AllSettings) -> list[str]:
     connection = await connect_schema(settings)
     try:
         rows = await connection.fetch("SELECT version FROM schema_migrations ORDER BY version")
@@ -40,7 +39,7 @@ async def _applied(settings: Settings) -> list[str]:
         await connection.close()
 
 
-async def _tables(settings: Settings) -> set[str]:
+async def _tables(settings: AllSettings) -> set[str]:
     connection = await connect_schema(settings)
     try:
         rows = await connection.fetch(
@@ -52,7 +51,7 @@ async def _tables(settings: Settings) -> set[str]:
         await connection.close()
 
 
-async def test_applies_every_version_once(settings: Settings) -> None:
+async def test_applies_every_version_once(settings: AllSettings) -> None:
     versions = [path.stem for path in migrations.migration_files(MIGRATIONS)]
     assert versions == ["0000_outbox", "0001_items"]  # the platform's first
     assert await migrate(settings, MIGRATIONS) == versions
@@ -62,7 +61,7 @@ async def test_applies_every_version_once(settings: Settings) -> None:
 
 
 async def test_a_failing_migration_leaves_nothing_behind(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: AllSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "0001_first.sql").write_text("CREATE TABLE first (id int);")
     (tmp_path / "0002_broken.sql").write_text("CREATE TABLE second (id int); SELEC 1;")
@@ -76,7 +75,7 @@ async def test_a_failing_migration_leaves_nothing_behind(
     assert await _tables(settings) == {"first", "second", "schema_migrations"}
 
 
-async def test_concurrent_migrate_commands_apply_each_version_once(settings: Settings) -> None:
+async def test_concurrent_migrate_commands_apply_each_version_once(settings: AllSettings) -> None:
     """Four replicas' `migrate`, held at the same point until all four wait, then let go
     together: without the advisory lock, all would apply 0001 and three would fail."""
     env = Service(**isolated_env(settings)).env
@@ -128,18 +127,18 @@ async def test_concurrent_migrate_commands_apply_each_version_once(settings: Set
     assert await _applied(settings) == versions
 
 
-async def test_migrate_fails_with_exit_code_when_postgres_is_down(settings: Settings) -> None:
+async def test_migrate_fails_with_exit_code_when_postgres_is_down(settings: AllSettings) -> None:
     result = await _migrate_against_a_closed_port(settings)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "command_failed" in result.stdout
 
 
-async def test_a_failed_migrate_does_not_log_the_password(settings: Settings) -> None:
+async def test_a_failed_migrate_does_not_log_the_password(settings: AllSettings) -> None:
     result = await _migrate_against_a_closed_port(settings)
     assert "hunter2" not in result.stdout + result.stderr
 
 
-async def _migrate_against_a_closed_port(settings: Settings) -> subprocess.CompletedProcess[str]:
+async def _migrate_against_a_closed_port(settings: AllSettings) -> subprocess.CompletedProcess[str]:
     env = Service(**isolated_env(settings)).env
     env["DATABASE_URL"] = "postgresql://postgres:hunter2@127.0.0.1:1/test"
     env["DB_CONNECT_TIMEOUT"] = "2"
@@ -153,7 +152,7 @@ async def _migrate_against_a_closed_port(settings: Settings) -> subprocess.Compl
     )
 
 
-async def test_the_service_never_migrates_at_start(settings: Settings) -> None:
+async def test_the_service_never_migrates_at_start(settings: AllSettings) -> None:
     service = Service(**isolated_env(settings))
     service.start()
     try:
@@ -165,8 +164,8 @@ async def test_the_service_never_migrates_at_start(settings: Settings) -> None:
         service.kill()
 
 
-async def _schema_exists(settings: Settings) -> bool:
-    connection = await asyncpg.connect(Settings.model_fields["database_url"].default)
+async def _schema_exists(settings: AllSettings) -> bool:
+    connection = await asyncpg.connect(AllSettings.model_fields["database_url"].default)
     try:
         return bool(
             await connection.fetchval(

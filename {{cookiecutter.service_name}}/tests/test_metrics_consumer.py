@@ -15,10 +15,10 @@ from {{ cookiecutter.package_name }}.platform.db import PostgresPool
 from {{ cookiecutter.package_name }}.platform.dependency import DependencyUnavailableError
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
-from {{ cookiecutter.package_name }}.platform.settings import Settings
 
 from .consumer_support import backends, consumer_env, migrated, started, stop_service
 from .metrics_support import scrape
+from .service import AllSettings
 
 
 async def test_processed_failed_and_dead_lettered_counted_and_reported() -> None:
@@ -62,12 +62,13 @@ async def test_processed_failed_and_dead_lettered_counted_and_reported() -> None
 
 async def test_backlog_gauges_read_pending_and_lag_of_the_group() -> None:
     env = consumer_env()
-    settings = Settings.model_validate({key.lower(): value for key, value in env.items()})
+    settings = AllSettings.model_validate({key.lower(): value for key, value in env.items()})
     async with backends(env) as b:
         readiness = Readiness()
-        client = RedisClient(settings, readiness)
+        client = RedisClient(settings, settings, readiness)
         await client.start()
-        consumer = StreamConsumer(PostgresPool(settings, readiness), client, settings, {})
+        db = PostgresPool(settings, settings, readiness)
+        consumer = StreamConsumer(db, client, settings, settings, settings, {})
         try:
             await consumer._refresh_backlog()  # not connected, no stream: nothing, no error
             await b.redis.xgroup_create(b.stream, b.group, id="0", mkstream=True)

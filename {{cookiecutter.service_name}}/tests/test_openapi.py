@@ -17,14 +17,23 @@ from {{ cookiecutter.package_name }}.echo.settings import EchoSettings
 from {{ cookiecutter.package_name }}.items.routes import item_routes
 from {{ cookiecutter.package_name }}.items.settings import ItemsSettings
 from {{ cookiecutter.package_name }}.items.store import ItemStore
-from {{ cookiecutter.package_name }}.platform.db import PostgresPool
+from {{ cookiecutter.package_name }}.platform.db import (
+    PostgresPool,
+    PostgresSettings,
+)
 {% endif -%}
 from {{ cookiecutter.package_name }}.platform.http_server import HttpRoutes, create_app
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
 from {{ cookiecutter.package_name }}.platform.openapi import ErrorBody
+{% if cookiecutter.use_postgres == "yes" -%}
+from {{ cookiecutter.package_name }}.platform.outbox import OutboxSettings
+{% endif -%}
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 {% if cookiecutter.use_postgres == "yes" -%}
-from {{ cookiecutter.package_name }}.platform.redis_client import RedisClient
+from {{ cookiecutter.package_name }}.platform.redis_client import (
+    RedisClient,
+    RedisSettings,
+)
 {% endif -%}
 from {{ cookiecutter.package_name }}.platform.settings import Settings
 
@@ -34,8 +43,9 @@ Client = TestClient[web.Request, web.Application]
 def features(settings: Settings, readiness: Readiness) -> list[HttpRoutes]:
     """The service's own routes (nothing is connected: only the routes are looked at)."""
 {%- if cookiecutter.use_postgres == "yes" %}
-    db, cache = PostgresPool(settings, readiness), RedisClient(settings, readiness)
-    store = ItemStore(db, cache, settings, ItemsSettings())
+    db = PostgresPool(settings, PostgresSettings(), readiness)
+    cache = RedisClient(settings, RedisSettings(), readiness)
+    store = ItemStore(db, cache, OutboxSettings(), ItemsSettings())
     return [echo_routes(EchoSettings().max_delay_ms), item_routes(store)]
 {%- else %}
     return [echo_routes(EchoSettings().max_delay_ms)]

@@ -14,6 +14,8 @@ from {{ cookiecutter.package_name }}.platform.settings import (
     load,
 )
 
+from .service import AllSettings
+
 
 @pytest.fixture(autouse=True)
 def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
@@ -24,9 +26,11 @@ def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
 def test_defaults_come_from_the_template_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PORT", "GRPC_PORT", "DRAIN_DELAY", "SHUTDOWN_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
-    settings = Settings()
+    settings = AllSettings()
     assert settings.http_port == {{ cookiecutter.http_port }}
+{%- if cookiecutter.use_grpc == "yes" %}
     assert settings.grpc_port == {{ cookiecutter.grpc_port }}
+{%- endif %}
     assert settings.drain_delay == {{ cookiecutter.drain_delay_seconds }}
     assert settings.shutdown_timeout == {{ cookiecutter.shutdown_timeout_seconds }}
 
@@ -43,7 +47,9 @@ def test_environment_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     ("env", "expected"),
     [
         ({"HTTP_PORT": "http"}, "HTTP_PORT:"),
+{%- if cookiecutter.use_grpc == "yes" %}
         ({"GRPC_PORT": "0"}, "GRPC_PORT:"),
+{%- endif %}
         ({"SHUTDOWN_TIMEOUT": "0"}, "SHUTDOWN_TIMEOUT:"),
         ({"DRAIN_DELAY": "9", "SHUTDOWN_TIMEOUT": "9"}, "DRAIN_DELAY (9.0) must be smaller"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT:"),
@@ -57,7 +63,7 @@ def test_invalid_values_are_named(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError) as error:
-        Settings()
+        AllSettings()
     assert any(expected in line for line in describe_errors(error.value)), describe_errors(
         error.value
     )
@@ -89,3 +95,33 @@ def test_every_group_is_checked_and_named_as_the_operator_writes_it(
         "CACHE_TTL_SECONDS",
 {%- endif %}
     ], error.value.lines
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"ADMIN_PORT": "8000", "HTTP_PORT": "8000"}, "ADMIN_PORT (8000) must differ"),
+{%- if cookiecutter.use_grpc == "yes" %}
+        ({"ADMIN_PORT": "8001", "GRPC_PORT": "8001"}, "ADMIN_PORT (8001) must differ"),
+        (
+            {"GRPC_MAX_IN_FLIGHT": "8", "GRPC_MAX_CONCURRENT_RPCS": "8"},
+            "GRPC_MAX_CONCURRENT_RPCS (8) must exceed",
+        ),
+{%- endif %}
+{%- if cookiecutter.use_postgres == "yes" %}
+        ({"DB_POOL_MIN_SIZE": "5", "DB_POOL_MAX_SIZE": "4"}, "DB_POOL_MIN_SIZE must not exceed"),
+{%- endif %}
+{%- if cookiecutter.use_consumer == "yes" %}
+        ({"CONSUMER_BLOCK_MS": "5000", "REDIS_SOCKET_TIMEOUT": "5"}, "CONSUMER_BLOCK_MS (5000)"),
+{%- endif %}
+    ],
+)
+def test_rules_across_variables_are_checked_when_loading(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    """Within a group (a validator) or across groups (`check_with`): one line, naming them."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidSettingsError) as error:
+        load((Settings, *SETTINGS))
+    assert [line for line in error.value.lines if expected in line], error.value.lines

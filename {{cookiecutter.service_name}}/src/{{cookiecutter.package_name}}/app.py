@@ -1,6 +1,7 @@
-"""The one door between the platform and the service's own features: which components the
-service has, in start order, and which routes, RPCs, effects and migrations its features add.
-Add yours here (one line each)."""
+"""The one door between the platform and the service's own features: `features()` lists them,
+in wiring order. A `Feature` (platform/assembly.py) brings its settings groups, log processors
+and migrations; its `wire` adds components, routes and RPCs to the `Assembly`. Add yours to the
+list (one line)."""
 
 from __future__ import annotations
 
@@ -8,111 +9,83 @@ from pathlib import Path
 
 from structlog.types import Processor
 
-from .echo.routes import echo_routes
-{% if cookiecutter.use_grpc == "yes" -%}
-from .echo.rpc import echo_service
-{% endif -%}
-from .echo.settings import EchoSettings
-{% if cookiecutter.use_postgres == "yes" -%}
-from .items.events import ItemEvents, item_event_routes
-from .items.routes import item_routes
-{% if cookiecutter.use_grpc == "yes" -%}
-from .items.rpc import item_service
-{% endif -%}
-from .items.settings import ItemsSettings
-{% if cookiecutter.use_consumer == "yes" -%}
-from .items.store import ITEM_CREATED, ItemStore, on_item_created, on_items_created
-{% else -%}
-from .items.store import ItemStore
-{% endif -%}
-{% endif -%}
-from .platform.admin_server import AdminServer
-{% if cookiecutter.use_consumer == "yes" -%}
-from .platform.consumer import StreamConsumer
-{% endif -%}
-{% if cookiecutter.use_postgres == "yes" -%}
-from .platform.db import PostgresPool
-{% endif -%}
-{% if cookiecutter.use_grpc == "yes" -%}
-from .platform.grpc_server import GrpcServer, GrpcService
-{% endif -%}
-from .platform.http_server import HttpRoutes, HttpServer
+from .echo.feature import ECHO
+from .platform.assembly import Assembly, Feature
 from .platform.lifecycle import Component
-{% if cookiecutter.use_postgres == "yes" -%}
-from .platform.outbox import OutboxRelay
-{% endif -%}
 from .platform.readiness import Readiness
-{% if cookiecutter.use_redis == "yes" -%}
-from .platform.redis_client import RedisClient
-{% endif -%}
-from .platform.settings import Config, Settings, SettingsGroup
-{% if cookiecutter.use_tracing == "yes" -%}
-from .platform.tracing import Tracing, add_trace_ids
-{% endif %}
-SETTINGS: tuple[type[SettingsGroup], ...] = (EchoSettings,{% if cookiecutter.use_postgres == "yes" %} ItemsSettings{% endif %})
-"""The features' settings groups, read and checked with the platform's before anything starts."""
-
-LOG_PROCESSORS: tuple[Processor, ...] = ({% if cookiecutter.use_tracing == "yes" %}add_trace_ids,{% endif %})
-"""Run on every log line before rendering{% if cookiecutter.use_tracing == "yes" %} (trace and span ids){% endif %}."""
-
-MIGRATIONS: tuple[Path, ...] = ({% if cookiecutter.use_postgres == "yes" %}Path(__file__).parent / "items" / "migrations",{% endif %})
-"""The features' migration directories, applied in this order after the platform's own."""
+from .platform.settings import Config, SettingsGroup
 
 
-def build_components(config: Config, readiness: Readiness) -> list[Component]:
-    """Started in this order, closed in reverse: dependencies first, servers last.
-
-    The admin server comes right after the pools: it takes part in no phase before `close`, so
-    metrics and task stacks are served through the whole shutdown, and in `close` it goes
-    after everything but the pools."""
-    settings = config[Settings]
-    echo = config[EchoSettings]
-    components: list[Component] = []
+def features() -> list[Feature]:
+    """Wired in this order: a feature uses what the ones before it provide (the items use the
+    data option's pools; the RPCs come after the gRPC server)."""
+    features: list[Feature] = []
 {%- if cookiecutter.use_tracing == "yes" %}
-    tracing = Tracing(settings)  # first: it instruments the libraries the others use
-    components.append(tracing)
+
+    from .platform.tracing import TRACING
+
+    features.append(TRACING)  # first: it instruments the libraries the others use
 {%- endif %}
-    http_routes: list[HttpRoutes] = [echo_routes(echo.max_delay_ms)]
-{%- if cookiecutter.use_grpc == "yes" %}
-    grpc_services: list[GrpcService] = [echo_service(echo.max_delay_ms)]
-{%- endif %}
+
+    features.append(ECHO)
 {%- if cookiecutter.use_postgres == "yes" %}
-    db = PostgresPool(settings, readiness)
-    components.append(db)
-{%- endif %}
-{%- if cookiecutter.use_redis == "yes" %}
-    redis = RedisClient(settings, readiness)
-    components.append(redis)
-{%- endif %}
-    components.append(AdminServer(settings))
-{%- if cookiecutter.use_postgres == "yes" %}
-    items = ItemStore(db, redis, settings, config[ItemsSettings]{% if cookiecutter.use_tracing == "yes" %}, tracing.events{% endif %})
-    components.append(OutboxRelay(db, redis, settings))
-    http_routes.append(item_routes(items))
-    item_events = ItemEvents(redis, settings, readiness)
-    components.append(item_events)
-    http_routes.append(item_event_routes(item_events))
-{%- if cookiecutter.use_grpc == "yes" %}
-    grpc_services.append(item_service(items, settings))
-{%- endif %}
+
+    from .items.feature import ITEMS
+    from .platform.data import DATA
+
+    features += [DATA, ITEMS]
 {%- endif %}
 {%- if cookiecutter.use_consumer == "yes" %}
-    components.append(
-        StreamConsumer(
-            db,
-            redis,
-            settings,
-            {ITEM_CREATED: on_item_created},
-{%- if cookiecutter.use_tracing == "yes" %}
-            tracing.events,
-{%- endif %}
+
+    from .items.store import ITEM_CREATED, on_item_created, on_items_created
+    from .platform.consumer import consumer_feature
+
+    features.append(
+        consumer_feature(
+            {ITEM_CREATED: on_item_created},  # effect handlers by event type
             group_handlers={ITEM_CREATED: on_items_created},
         )
     )
 {%- endif %}
-
-    components.append(HttpServer(settings, readiness, http_routes))
 {%- if cookiecutter.use_grpc == "yes" %}
-    components.append(GrpcServer(settings, readiness, grpc_services))
+
+    from .echo.rpc import ECHO_RPC
+    from .platform.grpc_server import GRPC
+
+    features += [GRPC, ECHO_RPC]
+{%- if cookiecutter.use_postgres == "yes" %}
+
+    from .items.rpc import ITEMS_RPC
+
+    features.append(ITEMS_RPC)
 {%- endif %}
-    return components
+{%- endif %}
+
+    return features
+
+
+FEATURES: tuple[Feature, ...] = tuple(features())
+
+SETTINGS: tuple[type[SettingsGroup], ...] = tuple(
+    group for feature in FEATURES for group in feature.settings
+)
+"""The features' settings groups, read and checked with the platform's before anything starts."""
+
+LOG_PROCESSORS: tuple[Processor, ...] = tuple(
+    processor for feature in FEATURES for processor in feature.log_processors
+)
+"""Run on every log line before rendering."""
+
+MIGRATIONS: tuple[Path, ...] = tuple(
+    directory for feature in FEATURES for directory in feature.migrations
+)
+"""The features' migration directories, applied in this order after the platform's own."""
+
+
+def build_components(config: Config, readiness: Readiness) -> list[Component]:
+    """Every feature wired, in `features()` order; the components in start order (see
+    `Assembly.components`)."""
+    assembly = Assembly(config, readiness)
+    for feature in FEATURES:
+        feature.wire(assembly)
+    return assembly.components()

@@ -8,15 +8,12 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, metadata
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
-from .app import LOG_PROCESSORS{% if cookiecutter.use_postgres == "yes" %}, MIGRATIONS{% endif %}, SETTINGS, build_components
+from .app import LOG_PROCESSORS, SETTINGS, build_components
 from .platform.lifecycle import ExitCode, Lifecycle
 from .platform.logs import configure_logging, flush_logs, log
 from .platform.metrics import describe_build
-{%- if cookiecutter.use_postgres == "yes" %}
-from .platform.migrations import migrate
-{%- endif %}
 from .platform.readiness import Readiness
 from .platform.settings import Config, InvalidSettingsError, Settings, load
 
@@ -45,31 +42,36 @@ async def serve(config: Config) -> ExitCode:
         shutdown_timeout=settings.shutdown_timeout,
     )
     return await lifecycle.run()
+
+
+Command: TypeAlias = Callable[[Config], Coroutine[Any, Any, ExitCode]]
+COMMANDS: dict[str, Command] = {"serve": serve}
 {%- if cookiecutter.use_postgres == "yes" %}
 
 
 async def apply_migrations(config: Config) -> ExitCode:
-    await migrate(config[Settings], MIGRATIONS)
+    """`migrate`: the platform's migrations, then the features' (app.MIGRATIONS)."""
+    from .app import MIGRATIONS
+    from .platform.db import PostgresSettings
+    from .platform.migrations import migrate
+
+    await migrate(config[PostgresSettings], MIGRATIONS)
     return ExitCode.OK
-{%- endif %}
 
 
-COMMANDS: dict[str, Callable[[Config], Coroutine[Any, Any, ExitCode]]] = {
-    "serve": serve,
-{%- if cookiecutter.use_postgres == "yes" %}
-    "migrate": apply_migrations,
+COMMANDS["migrate"] = apply_migrations
 {%- endif %}
-}
 
 
 def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop to run on (None: asyncio's own).{% if cookiecutter.use_uvloop == "yes" %} uvloop runs the same code with less CPU per
-    request (docs/benchmarks.md); EVENT_LOOP=asyncio switches back without a rebuild.{% endif %}"""
-{%- if cookiecutter.use_uvloop == "yes" %}
+    """The event loop to run on (None: asyncio's own).
+{%- if cookiecutter.use_uvloop == "yes" %} uvloop runs the same code with less CPU per
+    request (docs/benchmarks.md); EVENT_LOOP=asyncio switches back without a rebuild."""
     if settings.event_loop == "uvloop" and sys.platform != "win32":  # no uvloop on Windows
         import uvloop
 
         return uvloop.new_event_loop
+{%- else %}"""
 {%- endif %}
     return None
 

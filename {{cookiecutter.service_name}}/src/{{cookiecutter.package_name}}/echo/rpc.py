@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 import grpc
 from typing_extensions import override
 
-from ..platform.grpc_server import GrpcService
+from ..platform.assembly import Assembly, Feature
+from ..platform.grpc_server import GrpcService, GrpcServices
 from ..v1 import echo_pb2, echo_pb2_grpc
 from .domain import check_delay_ms, check_message, echo
+from .settings import EchoSettings
 
 
 class EchoService(echo_pb2_grpc.EchoServiceServicer):
@@ -48,3 +50,12 @@ def echo_service(max_delay_ms: int) -> GrpcService:
         return str(echo_pb2.DESCRIPTOR.services_by_name["EchoService"].full_name)
 
     return register
+
+
+def _wire(assembly: Assembly) -> None:
+    max_delay_ms = assembly.config[EchoSettings].max_delay_ms
+    assembly[GrpcServices].append(echo_service(max_delay_ms))
+
+
+ECHO_RPC = Feature("echo_rpc", wire=_wire)
+"""The echo feature's RPCs: list it after the gRPC server."""

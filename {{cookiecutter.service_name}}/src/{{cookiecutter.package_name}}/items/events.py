@@ -33,9 +33,9 @@ from ..platform.http_streams import SHUTTING_DOWN, OpenStream
 from ..platform.lifecycle import Component
 from ..platform.logs import log
 from ..platform.openapi import Doc, parameter
+from ..platform.outbox import OutboxSettings
 from ..platform.readiness import Readiness
 from ..platform.redis_client import RedisClient
-from ..platform.settings import Settings
 from .store import ITEM_CREATED
 
 RETRY_MS = 2000
@@ -119,12 +119,14 @@ class ItemEvents(Component):
 
     name = "item_events"
 
-    def __init__(self, redis_client: RedisClient, settings: Settings, readiness: Readiness) -> None:
+    def __init__(
+        self, redis_client: RedisClient, outbox: OutboxSettings, readiness: Readiness
+    ) -> None:
         self._redis = redis_client
         self._readiness = readiness
-        self.stream = settings.events_stream
+        self.stream = outbox.events_stream
         # Below the client's socket timeout, so a blocking read is never cut short.
-        self._block_ms = int(min(READ_BLOCK_S, settings.redis_socket_timeout / 2) * 1000) or 1
+        self._block_ms = int(min(READ_BLOCK_S, redis_client.socket_timeout / 2) * 1000) or 1
         self._subscribers: set[Subscriber] = set()
         self._following = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

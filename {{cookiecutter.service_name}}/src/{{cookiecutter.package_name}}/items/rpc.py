@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 from typing_extensions import override
 
-from ..platform.grpc_server import GrpcService
+from ..platform.assembly import Assembly, Feature
+from ..platform.grpc_server import GrpcService, GrpcServices
 from ..platform.settings import Settings
 from ..v1 import items_pb2, items_pb2_grpc
 from .store import Item, ItemStore, parse_idempotency_key, parse_item_id, parse_new_item
@@ -60,3 +61,11 @@ def item_service(store: ItemStore, settings: Settings) -> GrpcService:
         return str(items_pb2.DESCRIPTOR.services_by_name["ItemService"].full_name)
 
     return register
+
+
+def _wire(assembly: Assembly) -> None:
+    assembly[GrpcServices].append(item_service(assembly[ItemStore], assembly.settings))
+
+
+ITEMS_RPC = Feature("items_rpc", wire=_wire)
+"""The items feature's RPCs: list it after the items and the gRPC server."""

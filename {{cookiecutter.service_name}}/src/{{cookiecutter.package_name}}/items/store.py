@@ -25,10 +25,10 @@ from pydantic import (
 from ..platform import outbox
 from ..platform.db import Connection, PostgresPool
 from ..platform.errors import InvalidArgumentError, NotFoundError
+from ..platform.event_context import EventContext
 from ..platform.logs import log
-from ..platform.outbox import EventContext
+from ..platform.outbox import OutboxSettings
 from ..platform.redis_client import RedisClient
-from ..platform.settings import Settings
 from .settings import ItemsSettings
 
 ITEM_CREATED = "item.created"
@@ -112,14 +112,14 @@ class ItemStore:
         self,
         db: PostgresPool,
         cache: RedisClient,
-        settings: Settings,
+        outbox_settings: OutboxSettings,
         cache_settings: ItemsSettings,
         events: EventContext | None = None,
     ) -> None:
         self._db = db
         self._cache = cache
         self._events = events
-        self._stream = settings.events_stream
+        self._stream = outbox_settings.events_stream
         self._ttl = cache_settings.ttl_seconds
         self._prefix = cache_settings.prefix
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -29,11 +30,14 @@ from typing import Any
 import redis.asyncio as redis
 from prometheus_client import Counter as CounterMetric
 from prometheus_client import Gauge
+from pydantic import Field
 from redis.exceptions import ResponseError
 from typing_extensions import override
 
+from .assembly import Assembly, Feature
 from .db import PostgresPool
 from .dependency import DependencyUnavailableError
+from .event_context import EventContext
 from .group_commit import (
     TRANSIENT_ERRORS,
     EffectHandler,
@@ -47,9 +51,9 @@ from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
 from .metrics import refresh_at_scrape
-from .outbox import EventContext
-from .redis_client import RedisClient
-from .settings import Settings
+from .outbox import OutboxSettings
+from .redis_client import RedisClient, RedisSettings
+from .settings import Config, Settings, SettingsGroup
 
 CONSUMER_MESSAGES = CounterMetric(
     "consumer_messages",
@@ -76,6 +80,35 @@ return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 stops at the failing XADD: a message is never acked without its dead-letter copy."""
 
 
+class ConsumerSettings(SettingsGroup):
+    """The consumer group, how much it takes at once, and where messages that keep failing go."""
+
+    consumer_group: str = Field(
+        default="{{ cookiecutter.service_name }}",
+        min_length=1,
+    )
+    consumer_name: str = Field(default_factory=socket.gethostname, min_length=1)
+    consumer_concurrency: int = Field(default=8, ge=1, le=1024)
+    consumer_batch_size: int = Field(default=256, ge=1, le=10_000)
+    consumer_block_ms: int = Field(default=2000, ge=1)
+    consumer_claim_idle_ms: int = Field(default=30_000, ge=1)
+    consumer_max_deliveries: int = Field(default=5, ge=1)
+    dead_letter_stream: str = Field(
+        default="{{ cookiecutter.service_name }}.events.dead",
+        min_length=1,
+    )
+
+    @override
+    def check_with(self, config: Config) -> list[str]:
+        socket_timeout = config[RedisSettings].redis_socket_timeout
+        if self.consumer_block_ms / 1000 < socket_timeout:
+            return []
+        return [
+            f"CONSUMER_BLOCK_MS ({self.consumer_block_ms}) must stay below "
+            f"REDIS_SOCKET_TIMEOUT ({socket_timeout} s)"
+        ]
+
+
 class StreamConsumer(Component):
     """Consumes the events stream (EVENTS_STREAM) in its consumer group: `handlers` are the
     effects by event type (and `group_handlers` their optional batched forms, see
@@ -88,6 +121,8 @@ class StreamConsumer(Component):
         db: PostgresPool,
         redis_client: RedisClient,
         settings: Settings,
+        consumer: ConsumerSettings,
+        outbox: OutboxSettings,
         handlers: Mapping[str, EffectHandler],
         events: EventContext | None = None,
         group_handlers: Mapping[str, GroupEffectHandler] | None = None,
@@ -95,12 +130,13 @@ class StreamConsumer(Component):
         self._db = db
         self._redis = redis_client
         self._settings = settings
-        self._stream = settings.events_stream
-        self._group = settings.consumer_group
-        self._consumer = settings.consumer_name
+        self._config = consumer
+        self._stream = outbox.events_stream
+        self._group = consumer.consumer_group
+        self._consumer = consumer.consumer_name
         self._group_commit = GroupCommit(db, self._stream, handlers, events, group_handlers)
         self._in_flight = InFlight()
-        self._slots = asyncio.Semaphore(settings.consumer_concurrency)
+        self._slots = asyncio.Semaphore(consumer.consumer_concurrency)
         self._stopped_reading = asyncio.Event()
         self._blocked_read: asyncio.Future[Any] | None = None
         """The XREADGROUP ... BLOCK in progress, if any: what stopping cancels."""
@@ -171,7 +207,7 @@ class StreamConsumer(Component):
                     recovered = True
                 if loop.time() >= next_claim:
                     await self._claim_abandoned(client)
-                    next_claim = loop.time() + self._settings.consumer_claim_idle_ms / 2000
+                    next_claim = loop.time() + self._config.consumer_claim_idle_ms / 2000
                 await self._process(await self._read_new(client), fresh=True)
                 backoff = 0.1
             except DependencyUnavailableError:
@@ -211,8 +247,8 @@ class StreamConsumer(Component):
                 self._group,
                 self._consumer,
                 {self._stream: ">"},
-                count=self._settings.consumer_batch_size,
-                block=self._settings.consumer_block_ms,
+                count=self._config.consumer_batch_size,
+                block=self._config.consumer_block_ms,
             )
         )
         self._blocked_read = read
@@ -232,7 +268,7 @@ class StreamConsumer(Component):
                 self._group,
                 self._consumer,
                 {self._stream: last_id},
-                count=self._settings.consumer_batch_size,
+                count=self._config.consumer_batch_size,
             )
             messages = _messages(reply)
             if not messages:
@@ -248,9 +284,9 @@ class StreamConsumer(Component):
                 self._stream,
                 self._group,
                 self._consumer,
-                min_idle_time=self._settings.consumer_claim_idle_ms,
+                min_idle_time=self._config.consumer_claim_idle_ms,
                 start_id=start,
-                count=self._settings.consumer_batch_size,
+                count=self._config.consumer_batch_size,
             )
             start = reply[0]
             claimed = [Message(str(mid), dict(fields)) for mid, fields in reply[1] if fields]
@@ -268,7 +304,7 @@ class StreamConsumer(Component):
         if not messages:
             return
         deliveries = {m.id: 1 for m in messages} if fresh else await self._deliveries(messages)
-        size = group_size(len(messages), self._settings.consumer_concurrency)
+        size = group_size(len(messages), self._config.consumer_concurrency)
         committed = await asyncio.gather(
             *(
                 self._handle_group(messages[start : start + size], deliveries)
@@ -339,7 +375,7 @@ class StreamConsumer(Component):
         CONSUMER_CLAIM_IDLE_MS) until its last delivery, then dead-lettered."""
         message_id, error = failure.message.id, failure.error
         delivered = deliveries.get(message_id, 1)
-        if delivered < self._settings.consumer_max_deliveries:
+        if delivered < self._config.consumer_max_deliveries:
             log.warning(
                 "consume_failed", message_id=message_id, deliveries=delivered, error=repr(error)
             )
@@ -368,7 +404,7 @@ class StreamConsumer(Component):
             DEAD_LETTER_SCRIPT,
             2,
             self._stream,
-            self._settings.dead_letter_stream,
+            self._config.dead_letter_stream,
             self._group,
             message_id,
             *(part for pair in entry.items() for part in pair),
@@ -431,3 +467,27 @@ def _messages(reply: Any) -> list[Message]:
         return []
     entries = reply[0][1]  # [[stream, [(id, fields), ...]]]
     return [Message(str(mid), dict(fields)) for mid, fields in entries if fields]
+
+
+def consumer_feature(
+    handlers: Mapping[str, EffectHandler],
+    group_handlers: Mapping[str, GroupEffectHandler] | None = None,
+) -> Feature:
+    """The consumer of the events stream: `handlers` are the effects by event type (and
+    `group_handlers` their optional batched forms). Uses the data option's pools."""
+
+    def wire(assembly: Assembly) -> None:
+        config = assembly.config
+        consumer = StreamConsumer(
+            assembly[PostgresPool],
+            assembly[RedisClient],
+            assembly.settings,
+            config[ConsumerSettings],
+            config[OutboxSettings],
+            handlers,
+            assembly.events,
+            group_handlers=group_handlers,
+        )
+        assembly.workers.append(consumer)
+
+    return Feature("consumer", wire=wire, settings=(ConsumerSettings,))

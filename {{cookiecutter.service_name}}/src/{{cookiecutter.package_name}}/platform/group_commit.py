@@ -27,8 +27,9 @@ import structlog
 
 from .db import Connection, PostgresPool
 from .dependency import DependencyUnavailableError
+from .event_context import EventContext, NoEventContext
 from .logs import log
-from .outbox import REQUEST_ID_HEADER, EventContext, NoEventContext
+from .outbox import REQUEST_ID_HEADER
 
 EffectHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
 """Applies one event's effect inside the consumer's transaction, which it shares with the other

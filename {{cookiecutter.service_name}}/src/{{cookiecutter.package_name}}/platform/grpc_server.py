@@ -20,8 +20,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from prometheus_client import Gauge
+from pydantic import Field, model_validator
 from typing_extensions import override
 
+from .assembly import Assembly, Feature
 from .errors import InvalidArgumentError, OverloadedError, ServiceError
 from .inflight import InFlight
 from .lifecycle import Component
@@ -33,7 +35,7 @@ from .metrics import (
 )
 from .readiness import Readiness
 from .request_id import GRPC_METADATA_KEY, REQUEST_ID, request_id_from
-from .settings import Settings
+from .settings import Config, Settings, SettingsGroup
 
 SHUTTING_DOWN = "server shutting down"
 NEVER_SHED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -398,6 +400,39 @@ GrpcService = Callable[[grpc.aio.Server], str]
 """Registers one servicer on the server and returns the service's full name."""
 
 
+class GrpcSettings(SettingsGroup):
+    """The gRPC server."""
+
+    grpc_host: str = Field(default="0.0.0.0", min_length=1)
+    grpc_port: int = Field(default={{ cookiecutter.grpc_port }}, ge=1, le=65535)
+    grpc_max_in_flight: int = Field(
+        default=256, ge=1, description="Unary RPCs handled at once; more get RESOURCE_EXHAUSTED."
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        default=1024,
+        ge=2,
+        description="Every RPC at once (streams and health checks too): grpc's own ceiling.",
+    )
+
+    @model_validator(mode="after")
+    def _probes_fit_under_the_ceiling(self) -> GrpcSettings:
+        if self.grpc_max_concurrent_rpcs <= self.grpc_max_in_flight:
+            raise ValueError(
+                f"GRPC_MAX_CONCURRENT_RPCS ({self.grpc_max_concurrent_rpcs}) must exceed "
+                f"GRPC_MAX_IN_FLIGHT ({self.grpc_max_in_flight}): health checks need room when "
+                "unary work is at its limit"
+            )
+        return self
+
+    @override
+    def check_with(self, config: Config) -> list[str]:
+        return config[Settings].admin_port_clashes(self.grpc_port)
+
+
+class GrpcServices(list[GrpcService]):
+    """The RPCs the features add (`assembly[GrpcServices].append(...)`), served by GrpcServer."""
+
+
 class GrpcServer(Component):
     """Serves gRPC; on shutdown: NOT_SERVING, then stop(grace), streams ended, handlers awaited."""
 
@@ -406,12 +441,14 @@ class GrpcServer(Component):
     def __init__(
         self,
         settings: Settings,
+        grpc_settings: GrpcSettings,
         readiness: Readiness,
         services: Sequence[GrpcService] = (),
     ) -> None:
         self._settings = settings
+        self._grpc = grpc_settings
         self._tracker = RpcTracker(
-            grpc_metrics(settings.writes_access_log), settings.grpc_max_in_flight
+            grpc_metrics(settings.writes_access_log), grpc_settings.grpc_max_in_flight
         )
         GRPC_IN_FLIGHT.set_function(self._tracker.unary.__len__)
         GRPC_OPEN_STREAMS.set_function(self._tracker.streams.__len__)
@@ -422,7 +459,7 @@ class GrpcServer(Component):
             # The ceiling on everything, streams included, refused by grpc before any Python runs.
             # Unary work has its own, lower limit in the tracker, which health checks are exempt
             # from: this one counts them, so it sits well above.
-            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            maximum_concurrent_rpcs=grpc_settings.grpc_max_concurrent_rpcs,
             # Without this, a second process could bind the same port and split the traffic.
             # A message is held whole in memory: no larger than an HTTP body may be.
             options=[
@@ -435,7 +472,7 @@ class GrpcServer(Component):
         self.service_names = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(self.service_names, self._server)
         self._stopping: asyncio.Task[None] | None = None
-        self.port = settings.grpc_port
+        self.port = grpc_settings.grpc_port
         readiness.subscribe(self._mirror_readiness)
 
     async def _mirror_readiness(self, ready: bool, shutting_down: bool) -> None:
@@ -453,13 +490,13 @@ class GrpcServer(Component):
     @override
     async def start(self) -> None:
         await self._mirror_readiness(ready=False, shutting_down=False)
-        address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
+        address = f"{self._grpc.grpc_host}:{self._grpc.grpc_port}"
         try:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as error:
             raise OSError(f"cannot bind gRPC to {address}: {error}") from error
         await self._server.start()
-        log.info("grpc_listening", host=self._settings.grpc_host, port=self.port)
+        log.info("grpc_listening", host=self._grpc.grpc_host, port=self.port)
 
     @override
     async def close_listeners(self) -> None:
@@ -494,3 +531,16 @@ class GrpcServer(Component):
             "rpcs_in_flight_at_close": self._in_flight_at_close,
             "streams_ended": self._tracker.streams_ended,
         }
+
+
+def _wire(assembly: Assembly) -> None:
+    services = GrpcServices()
+    assembly.provide(services)
+    settings, grpc_settings = assembly.settings, assembly.config[GrpcSettings]
+    assembly.servers.append(
+        lambda: GrpcServer(settings, grpc_settings, assembly.readiness, services)
+    )
+
+
+GRPC = Feature("grpc", wire=_wire, settings=(GrpcSettings,))
+"""The gRPC server (health, reflection) with the RPCs the features add to `GrpcServices`."""

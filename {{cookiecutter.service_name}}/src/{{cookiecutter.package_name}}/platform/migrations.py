@@ -15,9 +15,9 @@ from pathlib import Path
 
 import asyncpg
 
+from .db import PostgresSettings
 from .dependency import redact_url
 from .logs import log
-from .settings import Settings
 
 PLATFORM_MIGRATIONS = Path(__file__).parent / "sql"
 
@@ -37,10 +37,10 @@ def migration_files(feature_dirs: Sequence[Path] = ()) -> list[Path]:
     return files
 
 
-async def migrate(settings: Settings, feature_dirs: Sequence[Path] = ()) -> list[str]:
+async def migrate(settings: PostgresSettings, feature_dirs: Sequence[Path] = ()) -> list[str]:
     """Apply the pending migrations; returns the versions applied now."""
     files = migration_files(feature_dirs)
-    schema = settings.database_schema  # validated as a plain identifier by Settings
+    schema = settings.database_schema  # validated as a plain identifier by PostgresSettings
     # The key of when this module was `<package>.migrations`: old and new Jobs exclude each other.
     lock_key = zlib.crc32(f"{__name__.partition('.')[0]}.migrations.{schema}".encode())
     connection = await asyncpg.connect(

@@ -18,55 +18,41 @@ import contextlib
 import json
 import uuid
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
+from pydantic import Field
 from redis.typing import EncodableT, FieldT
 from typing_extensions import override
 
 from .db import Connection, PostgresPool
 from .dependency import DependencyUnavailableError
+from .event_context import EventContext, NoEventContext
 from .lifecycle import Component
 from .logs import log
 from .redis_client import RedisClient
 from .request_id import current_request_id
-from .settings import Settings
+from .settings import Settings, SettingsGroup
 
 REQUEST_ID_HEADER = "request_id"
 """The header that carries the id of the request or RPC that wrote the event: the consumer
 puts it on the log lines of the event's effect."""
 
+
+class OutboxSettings(SettingsGroup):
+    """The events stream and how the relay feeds it."""
+
+    events_stream: str = Field(
+        default="{{ cookiecutter.service_name }}.events",
+        min_length=1,
+    )
+    outbox_poll_interval: float = Field(default=0.2, gt=0)
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+
+
 INSERT_SQL = (
     "INSERT INTO outbox (event_id, stream, event_type, payload, headers)"
     " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)"
 )
-
-
-class EventContext(Protocol):
-    """What travels with an event besides its payload: headers captured where the event is
-    written (the trace context, with tracing on) and the scope its consumer handles it in."""
-
-    def outgoing(self) -> dict[str, str]:
-        """Headers to store with an event written now."""
-        ...
-
-    def incoming(
-        self, stream: str, event_type: str, message_id: str, headers: Mapping[str, str]
-    ) -> AbstractContextManager[None]:
-        """The scope in which the consumer handles the event (a span, with tracing on)."""
-        ...
-
-
-class NoEventContext:
-    """Nothing travels with events (tracing off)."""
-
-    def outgoing(self) -> dict[str, str]:
-        return {}
-
-    def incoming(
-        self, stream: str, event_type: str, message_id: str, headers: Mapping[str, str]
-    ) -> AbstractContextManager[None]:
-        return contextlib.nullcontext()
 
 
 async def enqueue(
@@ -102,10 +88,13 @@ async def enqueue(
 class OutboxRelay(Component):
     name = "outbox"
 
-    def __init__(self, db: PostgresPool, redis: RedisClient, settings: Settings) -> None:
+    def __init__(
+        self, db: PostgresPool, redis: RedisClient, settings: Settings, outbox: OutboxSettings
+    ) -> None:
         self._db = db
         self._redis = redis
         self._settings = settings
+        self._outbox = outbox
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._publishing = False
@@ -116,7 +105,7 @@ class OutboxRelay(Component):
         self._task = self.spawn(self._run(), "relay")
 
     async def _run(self) -> None:
-        interval = self._settings.outbox_poll_interval
+        interval = self._outbox.outbox_poll_interval
         while not self._stop.is_set():
             self._publishing = True
             try:
@@ -128,10 +117,10 @@ class OutboxRelay(Component):
                 moved = 0
                 interval = min(interval * 2, self._settings.dependency_max_backoff)
             else:
-                interval = self._settings.outbox_poll_interval
+                interval = self._outbox.outbox_poll_interval
             finally:
                 self._publishing = False
-            if moved < self._settings.outbox_batch_size:
+            if moved < self._outbox.outbox_batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), interval)
 
@@ -142,7 +131,7 @@ class OutboxRelay(Component):
             rows = await connection.fetch(
                 "SELECT id, event_id, stream, event_type, payload, headers FROM outbox"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._settings.outbox_batch_size,
+                self._outbox.outbox_batch_size,
             )
             if not rows:
                 return 0

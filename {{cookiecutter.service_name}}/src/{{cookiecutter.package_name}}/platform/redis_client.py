@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import redis.asyncio as redis
+from pydantic import Field
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from typing_extensions import override
 
 from .dependency import Dependency
 from .readiness import Readiness
-from .settings import Settings
+from .settings import Settings, SettingsGroup, dependency_url
+
+
+class RedisSettings(SettingsGroup):
+    """The Redis server."""
+
+    redis_url: Annotated[str, dependency_url("redis", "rediss", "unix")] = (
+        "redis://127.0.0.1:6379/0"
+    )
+    redis_socket_timeout: float = Field(default=5.0, gt=0)
 
 
 class RedisClient(Dependency):
@@ -17,14 +29,18 @@ class RedisClient(Dependency):
 
     name = "redis"
 
-    def __init__(self, settings: Settings, readiness: Readiness) -> None:
-        super().__init__(settings, readiness, settings.redis_url)
+    def __init__(
+        self, settings: Settings, redis_settings: RedisSettings, readiness: Readiness
+    ) -> None:
+        super().__init__(settings, readiness, redis_settings.redis_url)
+        self.socket_timeout = redis_settings.redis_socket_timeout
+        """Seconds a command may take (blocking reads must ask for less)."""
         self._client = redis.Redis.from_url(  # connects lazily
-            settings.redis_url,
+            redis_settings.redis_url,
             decode_responses=True,
-            socket_connect_timeout=settings.redis_socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
             # Above the consumer's XREADGROUP BLOCK, so a blocking read is never cut short.
-            socket_timeout=settings.redis_socket_timeout,
+            socket_timeout=self.socket_timeout,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
             health_check_interval=30,
         )

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 import structlog
 from opentelemetry import propagate, trace
@@ -42,11 +43,44 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
+from pydantic import Field
 from typing_extensions import override
 
+from .assembly import Assembly, Feature
 from .lifecycle import EXIT_MARGIN, Component, close_reserve
 from .logs import log
-from .settings import Settings
+from .settings import Settings, SettingsGroup
+
+HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+"""An http(s) URL: the OpenTelemetry endpoints."""
+
+
+class TracingSettings(SettingsGroup):
+    """The standard OpenTelemetry variable names, checked like every other knob."""
+
+    otel_service_name: str = Field(default="{{ cookiecutter.service_name }}", min_length=1)
+    otel_traces_exporter: Literal["otlp", "console", "none"] = Field(
+        default="otlp", description="otlp: OTLP/HTTP to the endpoint; console: stdout; none."
+    )
+    otel_sdk_disabled: bool = Field(default=False, description="true: no spans, no export.")
+    otel_exporter_otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318",
+        pattern=HTTP_URL,
+        description="The collector's base URL (spans go to <endpoint>/v1/traces).",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, pattern=HTTP_URL, description="The full URL for spans, if not the above."
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = Field(
+        default="http/protobuf", description="Only OTLP over HTTP is installed (no gRPC exporter)."
+    )
+    otel_traces_sampler_arg: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded; a caller's sampled trace is always followed.",
+    )
+
 
 UNTRACED_SPANS = re.compile(
     r"(GET|HEAD) /(livez|readyz|metrics|debug/tasks)|/grpc\.health\.v1\.Health/\w+"
@@ -105,7 +139,7 @@ class EntryPointSampler(Sampler):
         return f"EntryPointSampler(ratio={self._ratio.rate})"
 
 
-def _exporter(settings: Settings) -> SpanExporter | None:
+def _exporter(settings: TracingSettings) -> SpanExporter | None:
     if settings.otel_traces_exporter == "otlp":
         endpoint = settings.otel_exporter_otlp_traces_endpoint or (
             settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
@@ -161,8 +195,8 @@ class Tracing(Component):
 
     name = "tracing"
 
-    def __init__(self, settings: Settings) -> None:
-        self._flush_budget = max(0.05, close_reserve(settings.shutdown_timeout) - EXIT_MARGIN)
+    def __init__(self, platform: Settings, settings: TracingSettings) -> None:
+        self._flush_budget = max(0.05, close_reserve(platform.shutdown_timeout) - EXIT_MARGIN)
         resource = Resource.create(
             {"service.name": settings.otel_service_name, "service.version": _service_version()}
         )
@@ -219,3 +253,15 @@ def add_trace_ids(
         event_dict["trace_id"] = trace.format_trace_id(span_context.trace_id)
         event_dict["span_id"] = trace.format_span_id(span_context.span_id)
     return event_dict
+
+
+def _wire(assembly: Assembly) -> None:
+    tracing = Tracing(assembly.settings, assembly.config[TracingSettings])
+    assembly.instrumentation.append(tracing)
+    assembly.events = tracing.events  # the trace context travels with the events written
+
+
+TRACING = Feature(
+    "tracing", wire=_wire, settings=(TracingSettings,), log_processors=(add_trace_ids,)
+)
+"""OpenTelemetry: list it first (it instruments the libraries the others use)."""
