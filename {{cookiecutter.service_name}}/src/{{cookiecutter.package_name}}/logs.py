@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -39,24 +40,29 @@ def _logger_name(
 
 class UtcTimestamp:
     """`timestamp`: ISO 8601 in UTC with microseconds, as structlog's `TimeStamper(fmt="iso",
-    utc=True)` writes it, at a fifth of its cost (it ran on every access log line): the date and
+    utc=True)` writes it, at a fifth of its cost (it runs on every access log line): the date and
     time of day are formatted once a second."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_next", "_prefix", "_second")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._second = 0.0
+        self._next = 0.0  # the current second's prefix holds until then
         self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        if now >= self._next:
+            second = int(now)
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            self._second = float(second)
+            self._next = float(second + 1)
+        return f"{self._prefix}{int((now - self._second) * 1_000_000):06d}Z"
 
     def __call__(
         self, logger: object, method_name: str, event_dict: structlog.types.EventDict
     ) -> structlog.types.EventDict:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        event_dict["timestamp"] = self.now()
         return event_dict
 
 
@@ -187,20 +193,74 @@ def configure_logging(
 class AccessLog:
     """Writes the access log line of a request or RPC: `event` with `fields`, `status` and
     `duration_ms`, the bound context (request id) and the `extra` processors' fields, exactly as
-    `log.info` would, without its processor chain: the line is rendered from the parts once per
-    request (a third of the cost). In the console format it is plain `log.info`."""
+    `log.info` would, without its processor chain. `target(fields)` prepares the line's constant
+    part once per target (method and route); each request then renders only what is its own.
+    In the console format it is plain `log.info`."""
 
     __slots__ = ("event",)
 
     def __init__(self, event: str) -> None:
         self.event = event
 
-    def write(self, fields: dict[str, str], status: int | str, duration_ms: float) -> None:
+    def target(self, fields: Mapping[str, str]) -> AccessTarget:
+        """The writer of one target's lines (made once per target: see `AccessTarget`)."""
+        return AccessTarget(self.event, fields)
+
+    def write(self, fields: Mapping[str, str], status: int | str, duration_ms: float) -> None:
+        self.target(fields).write(status, duration_ms)
+
+
+class AccessTarget:
+    """One target's access log lines. With JSON lines and no `extra` processors (the defaults),
+    a line is joined from strings: the event and fields rendered once, the status once per
+    status code, then the duration, the bound context, the level, logger and time of this line.
+    Through a dictionary and `orjson.dumps` a line cost about twice as much, and it runs for
+    every request (docs/benchmarks.md). With `extra` processors (tracing) the line is built as a
+    dictionary, as before."""
+
+    __slots__ = ("_event", "_fields", "_head", "_heads", "_own")
+
+    def __init__(self, event: str, fields: Mapping[str, str]) -> None:
+        self._event = event
+        self._fields = dict(fields)
+        # `{"event":"http_request","method":"GET","route":"/v1/echo",`
+        self._head = orjson.dumps({"event": event, **fields}).decode()[:-1] + ","
+        self._heads: dict[int | str, str] = {}
+        """`self._head` with the status and the duration's key, by status."""
+        self._own = frozenset(
+            ("event", *fields, "status", "duration_ms", "level", "logger", "timestamp")
+        )
+        """Keys the bound context cannot set on this line (`merge_contextvars` only adds keys
+        that are missing; level, logger and time are set after it)."""
+
+    def write(self, status: int | str, duration_ms: float) -> None:
         output = _json_output
-        if output is None:
-            log.info(self.event, **fields, status=status, duration_ms=duration_ms)
+        if output is None or _extra:
+            self._write_through_dict(output, status, duration_ms)
             return
-        line: dict[str, Any] = {"event": self.event, **fields}
+        head = self._heads.get(status)
+        if head is None:
+            head = self._heads[status] = f"{self._head}{_STATUS}{_json(status)},{_DURATION}"
+        context = ""
+        own = self._own
+        for var, value in contextvars.copy_context().items():
+            key = _context_keys.get(var, _NOT_SEEN)
+            if key is _NOT_SEEN:
+                key = _context_key(var)
+            if key is not None and value is not Ellipsis and key[0] not in own:
+                context += key[1] + _json(value) + ","
+        # A duration is a finite float, whose repr is its JSON.
+        output.write(
+            head + repr(duration_ms) + "," + context + _ACCESS_TAIL + _timestamp.now() + '"}\n'
+        )
+
+    def _write_through_dict(
+        self, output: LogOutput | None, status: int | str, duration_ms: float
+    ) -> None:
+        if output is None:
+            log.info(self._event, **self._fields, status=status, duration_ms=duration_ms)
+            return
+        line: dict[str, Any] = {"event": self._event, **self._fields}
         line["status"] = status
         line["duration_ms"] = duration_ms
         structlog.contextvars.merge_contextvars(None, "info", line)
@@ -210,6 +270,30 @@ class AccessLog:
         line["logger"] = LOGGER_NAME
         _timestamp(None, "info", line)
         output.write(orjson.dumps(line, default=repr).decode() + "\n")
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value, default=repr).decode()
+
+
+_STATUS = '"status":'
+_DURATION = '"duration_ms":'
+_ACCESS_TAIL = f'"level":"info","logger":{_json(LOGGER_NAME)},"timestamp":"'
+_NOT_SEEN = ("", "")
+_context_keys: dict[contextvars.ContextVar[Any], tuple[str, str] | None] = {}
+"""Every context variable seen in a request's context: for those of structlog's bound context
+(`bind_contextvars`), its key and the key rendered (`"request_id":`), else None."""
+
+
+def _context_key(var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
+    """What `merge_contextvars` makes of `var`: the same prefix test, once per variable."""
+    key = None
+    prefix = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+    if var.name.startswith(prefix):
+        name = var.name[len(prefix) :]
+        key = (name, _json(name) + ":")
+    _context_keys[var] = key
+    return key
 
 
 def flush_logs() -> None:
