@@ -295,7 +295,7 @@ class TargetMetrics:
         latencies.counts[bisect_left(self._bounds, seconds)] += 1  # the first bound >= seconds
         latencies.total += seconds
         if self._access is not None:
-            self._access.write(status, int(seconds * 1_000_000) / 1000)  # to the microsecond
+            self._access.write(status, int(seconds * 1_000_000))
 
 
 def http_metrics(access_log: bool) -> RequestMetrics:
