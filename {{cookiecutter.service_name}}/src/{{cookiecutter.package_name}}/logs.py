@@ -50,12 +50,12 @@ class UtcTimestamp:
 
     def __init__(self) -> None:
         self._second = 0.0
-        self._next = 0.0  # the current second's prefix holds until then
+        self._next = 0.0  # the prefix holds from `_second` until then
         self._prefix = ""
 
     def now(self) -> str:
         now = time.time()
-        if now >= self._next:
+        if not self._second <= now < self._next:  # a new second (or the clock was set back)
             second = int(now)
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
             self._second = float(second)
