@@ -159,6 +159,24 @@ def test_the_access_log_line_is_the_line_log_info_writes(captured: Captured) -> 
     assert fast == reference
 
 
+@pytest.mark.parametrize(
+    "context",
+    [{"request_id": "0af7651916cd43dd8448eb211c80319c"}, {"request_id": 'a "quoted"\nid'}, {}],
+)
+def test_a_line_with_only_its_request_id_is_the_line_log_info_writes(
+    context: dict[str, str], captured: Captured
+) -> None:
+    """The usual line (only a request id bound) takes a shorter way: still the same line."""
+    fields = {"method": "GET", "route": "/v1/echo"}
+    with structlog.contextvars.bound_contextvars(**context):
+        AccessLog("http_request").target(fields).write(200, 1_234)
+        captured.log.info("http_request", **fields, status=200, duration_ms=1.234)
+    fast, reference = captured.lines()
+    assert ISO_UTC.fullmatch(fast.pop("timestamp"))
+    reference.pop("timestamp")
+    assert fast == reference
+
+
 async def test_lines_wait_for_the_timer_and_flush_logs_writes_them_at_once() -> None:
     """Inside the event loop lines are written together, FLUSH_INTERVAL later; `flush_logs` (on
     every exit path) does not wait. None is lost, and the order is kept."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from ..platform.http_server import HttpRoutes, Routes, read_json_object
+from ..platform.http_server import HttpRoutes, Routes, json_reply, read_json_object
 from ..platform.openapi import Doc, parameter
 from .domain import MAX_MESSAGE_CHARS, check_delay_ms, check_message, echo
 from .ws import echo_websocket
@@ -51,17 +51,15 @@ def echo_routes(max_delay_ms: int) -> HttpRoutes:
         message = check_message(query.get("msg", ""))
         delay_ms = query.get("delay_ms")
         if delay_ms is None:
-            return web.json_response({"msg": message})
-        return web.json_response(
-            {"msg": await echo(message, check_delay_ms(delay_ms, max_delay_ms))}
-        )
+            return json_reply({"msg": message})
+        return json_reply({"msg": await echo(message, check_delay_ms(delay_ms, max_delay_ms))})
 
     async def echo_post(request: web.Request) -> web.Response:
         """`POST /v1/echo` with `{"msg": TEXT, "delay_ms": N}`: the same, for JSON bodies."""
         body = await read_json_object(request)
         message = check_message(body.get("msg", ""))
         delay_ms = check_delay_ms(body.get("delay_ms", 0), max_delay_ms)
-        return web.json_response({"msg": await echo(message, delay_ms)})
+        return json_reply({"msg": await echo(message, delay_ms)})
 
     def add(routes: Routes) -> None:
         routes.get("/v1/echo", echo_get, doc=ECHO_GET)

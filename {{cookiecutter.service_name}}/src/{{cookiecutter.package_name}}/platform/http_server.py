@@ -168,13 +168,13 @@ class Routes:
     def _served(self, handler: Handler, route: str, shed: bool) -> Handler:
         """`handler` inside the per-request work. It runs for every request, so it stays lean:
         no context managers, no extra coroutine on the success path."""
-        readiness, in_flight, observe = self._readiness, self._in_flight, self._metrics.observe
+        readiness, in_flight, metrics = self._readiness, self._in_flight, self._metrics
         # Beyond the limit a request is refused before any work: one comparison per request.
         limit = self._max_in_flight if shed else 2**62
         shed_count = REQUESTS_SHED.labels("http")
-        # Per method, made once: the metrics target and the prefix of the task's name.
+        # Per method, made once: the metrics (and access log) target and the task name's prefix.
         by_method = {
-            method: ((method, route), f"http {method} {route} request_id=")
+            method: (metrics.target((method, route)), f"http {method} {route} request_id=")
             for method in (*HTTP_METHODS, "other")
         }
         other = by_method["other"]  # methods are the client's choice: metrics stay bounded
@@ -187,7 +187,7 @@ class Routes:
                 shed_count.inc()
                 refused = _overloaded(limit, request_id)
                 refused.headers[HTTP_HEADER] = request_id
-                observe(target, 503, perf_counter() - started)
+                target.observe(503, perf_counter() - started)
                 return refused
             bound = REQUEST_ID.set(request_id)  # every log line of the request carries its id
             task = in_flight.enter(task_name + request_id)
@@ -202,7 +202,7 @@ class Routes:
                         # Moves keep-alive clients to a new connection, which the load balancer
                         # routes to a replica that is still ready.
                         response.force_close()
-                observe(target, response.status, perf_counter() - started)
+                target.observe(response.status, perf_counter() - started)
             finally:
                 in_flight.discard(task)
                 REQUEST_ID.reset(bound)
@@ -267,16 +267,23 @@ READYZ = Doc(
 )
 
 
+def json_reply(data: Any, status: int = 200) -> web.Response:
+    """`data` as a JSON response, rendered by orjson. aiohttp's `json_response` runs
+    `json.dumps`, then encodes the text and parses the content type it was given: on a small
+    reply that was ~7 µs of the ~50 µs of a whole request (docs/benchmarks.md)."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
 async def livez(request: web.Request) -> web.Response:
     """The event loop answers: nothing else (a dependency outage must not restart every pod)."""
-    return web.json_response({"status": "ok"})
+    return json_reply({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     readiness = request.app[READINESS]
     if readiness.ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not ready", "reason": readiness.reason()}, status=503)
+        return json_reply({"status": "ready"})
+    return json_reply({"status": "not ready", "reason": readiness.reason()}, status=503)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

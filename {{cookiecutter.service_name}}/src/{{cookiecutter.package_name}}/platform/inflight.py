@@ -13,8 +13,10 @@ class InFlight:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Event | None = None
+        """Made by `wait_idle` when it has to wait, set (and dropped) when the set empties: a
+        request that finds nobody waiting does not touch it (two method calls saved on every
+        request)."""
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -31,16 +33,21 @@ class InFlight:
             raise RuntimeError("InFlight needs a running task")
         task.set_name(name)
         self._tasks.add(task)
-        self._idle.clear()
         return task
 
     def discard(self, task: asyncio.Task[object]) -> None:
-        self._tasks.discard(task)
-        if not self._tasks:
+        tasks = self._tasks
+        tasks.discard(task)
+        if not tasks and self._idle is not None:
             self._idle.set()
+            self._idle = None
 
     async def wait_idle(self) -> None:
-        await self._idle.wait()
+        """Returns once no task is in flight (at once if none is)."""
+        if self._tasks:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            await self._idle.wait()
 
     def tasks(self) -> list[asyncio.Task[object]]:
         return list(self._tasks)

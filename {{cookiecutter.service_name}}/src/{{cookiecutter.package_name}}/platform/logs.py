@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
+
+from .request_id import REQUEST_ID
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -39,24 +43,30 @@ def _logger_name(
 
 class UtcTimestamp:
     """`timestamp`: ISO 8601 in UTC with microseconds, as structlog's `TimeStamper(fmt="iso",
-    utc=True)` writes it, at a fifth of its cost (it ran on every access log line): the date and
+    utc=True)` writes it, at a fifth of its cost (it runs on every access log line): the date and
     time of day are formatted once a second."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_next", "_prefix", "_second")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._second = 0.0
+        self._next = 0.0  # the prefix holds from `_second` until then
         self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        if not self._second <= now < self._next:  # a new second (or the clock was set back)
+            second = int(now)
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            self._second = float(second)
+            self._next = float(second + 1)
+        # `%d` truncates the float itself: a third cheaper than an f-string with an int() call.
+        return "%s%06dZ" % (self._prefix, (now - self._second) * 1_000_000)  # noqa: UP031
 
     def __call__(
         self, logger: object, method_name: str, event_dict: structlog.types.EventDict
     ) -> structlog.types.EventDict:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        event_dict["timestamp"] = self.now()
         return event_dict
 
 
@@ -76,16 +86,15 @@ class LogOutput:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self._lines: list[str] = []
+        self._lines: deque[str] = deque()
         self._lock = threading.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def write(self, text: str) -> int:
-        with self._lock:
-            self._lines.append(text)
-            pending = len(self._lines)
-        if pending >= FLUSH_LINES:
+        lines = self._lines
+        lines.append(text)  # atomic: a deque needs no lock to take lines from any thread
+        if len(lines) >= FLUSH_LINES:
             self.drain()
             return len(text)
         try:
@@ -107,11 +116,11 @@ class LogOutput:
         self.drain()
 
     def drain(self) -> None:
-        """Write every waiting line now."""
+        """Write every waiting line now (in order: one drain at a time takes and writes)."""
         with self._lock:
-            lines, self._lines = self._lines, []
+            lines, take = self._lines, self._lines.popleft
             if lines:
-                self.stream.write("".join(lines))
+                self.stream.write("".join([take() for _ in range(len(lines))]))
                 self.stream.flush()
 
 
@@ -187,20 +196,78 @@ def configure_logging(
 class AccessLog:
     """Writes the access log line of a request or RPC: `event` with `fields`, `status` and
     `duration_ms`, the bound context (request id) and the `extra` processors' fields, exactly as
-    `log.info` would, without its processor chain: the line is rendered from the parts once per
-    request (a third of the cost). In the console format it is plain `log.info`."""
+    `log.info` would, without its processor chain. `target(fields)` prepares the line's constant
+    part once per target (method and route); each request then renders only what is its own.
+    In the console format it is plain `log.info`."""
 
     __slots__ = ("event",)
 
     def __init__(self, event: str) -> None:
         self.event = event
 
-    def write(self, fields: dict[str, str], status: int | str, duration_ms: float) -> None:
+    def target(self, fields: Mapping[str, str]) -> AccessTarget:
+        """The writer of one target's lines (made once per target: see `AccessTarget`)."""
+        return AccessTarget(self.event, fields)
+
+    def write(self, fields: Mapping[str, str], status: int | str, duration_ms: float) -> None:
+        self.target(fields).write(status, round(duration_ms * 1000))
+
+
+class AccessTarget:
+    """One target's access log lines. With JSON lines and no `extra` processors (the defaults),
+    a line is one f-string: the event and fields rendered once, the status once per status
+    code, then the duration, the bound context, and the level, logger and time. A dictionary
+    through `orjson.dumps` (and structlog's `merge_contextvars`) cost twice as much, for every
+    request (docs/benchmarks.md). With `extra` processors (tracing) the line is built as a
+    dictionary, as before."""
+
+    __slots__ = ("_event", "_fields", "_head", "_heads", "_id_only", "_own")
+
+    def __init__(self, event: str, fields: Mapping[str, str]) -> None:
+        self._event = event
+        self._fields = dict(fields)
+        # `{"event":"http_request","method":"GET","route":"/v1/echo",`
+        self._head = orjson.dumps({"event": event, **fields}).decode()[:-1] + ","
+        self._heads: dict[int | str, str] = {}
+        """`self._head` with the status and the duration's key, by status."""
+        self._own = frozenset(
+            ("event", *fields, "status", "duration_ms", "level", "logger", "timestamp")
+        )
+        """Keys the bound context cannot set on this line (`merge_contextvars` only adds keys
+        that are missing; level, logger and time are set after it)."""
+        self._id_only = _REQUEST_ID_NAME not in self._own
+        """Whether a context that holds only a request id can take the short way."""
+
+    def write(self, status: int | str, duration_us: int) -> None:
+        """The line of one request: `duration_us` is its duration in whole microseconds."""
         output = _json_output
-        if output is None:
-            log.info(self.event, **fields, status=status, duration_ms=duration_ms)
+        if output is None or _extra:
+            self._write_through_dict(output, status, duration_us / 1000)
             return
-        line: dict[str, Any] = {"event": self.event, **fields}
+        head = self._heads.get(status)
+        if head is None:
+            head = self._heads[status] = f'{self._head}"status":{_json(status)},"duration_ms":'
+        context = contextvars.copy_context()
+        request_id = context.get(REQUEST_ID) if len(context) == 1 and self._id_only else None
+        if type(request_id) is str and request_id.isalnum():
+            # The usual line: its request id is all the context holds, and needs no escaping.
+            bound = f'{_REQUEST_ID_KEY}"{request_id}",'
+        else:
+            bound = _bound_context(context, self._own)
+        # Milliseconds with three decimals: the same JSON number as the float it was, without
+        # formatting a float (a tenth of the line's cost).
+        output.write(
+            f"{head}{duration_us // 1000}.{duration_us % 1000:03d},{bound}{_ACCESS_TAIL}"
+            f'{_timestamp.now()}"}}\n'
+        )
+
+    def _write_through_dict(
+        self, output: LogOutput | None, status: int | str, duration_ms: float
+    ) -> None:
+        if output is None:
+            log.info(self._event, **self._fields, status=status, duration_ms=duration_ms)
+            return
+        line: dict[str, Any] = {"event": self._event, **self._fields}
         line["status"] = status
         line["duration_ms"] = duration_ms
         structlog.contextvars.merge_contextvars(None, "info", line)
@@ -210,6 +277,46 @@ class AccessLog:
         line["logger"] = LOGGER_NAME
         _timestamp(None, "info", line)
         output.write(orjson.dumps(line, default=repr).decode() + "\n")
+
+
+def _json(value: object) -> str:
+    """`value` as JSON, as the line's renderer writes it (an odd type as its repr)."""
+    return orjson.dumps(value, default=repr).decode()
+
+
+def _bound_context(context: contextvars.Context, own: frozenset[str]) -> str:
+    """What `merge_contextvars` adds to a line, rendered: `"key":value,` for every variable
+    of structlog's bound context set in `context` whose key the line does not have."""
+    bound = ""
+    for var, value in context.items():
+        key = _context_keys.get(var, _NOT_SEEN)
+        if key is _NOT_SEEN:
+            key = _context_key(var)
+        if key is not None and value is not Ellipsis and key[0] not in own:
+            bound += f"{key[1]}{_json(value)},"
+    return bound
+
+
+_ACCESS_TAIL = f'"level":"info","logger":{_json(LOGGER_NAME)},"timestamp":"'
+_NOT_SEEN = ("", "")
+_context_keys: dict[contextvars.ContextVar[Any], tuple[str, str] | None] = {}
+"""Every context variable seen in a request's context: for those of structlog's bound context
+(`bind_contextvars`), its key and the key rendered (`"request_id":`), else None."""
+
+
+def _context_key(var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
+    """What `merge_contextvars` makes of `var`: the same prefix test, once per variable."""
+    key = None
+    prefix = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+    if var.name.startswith(prefix):
+        name = var.name[len(prefix) :]
+        key = (name, _json(name) + ":")
+    _context_keys[var] = key
+    return key
+
+
+_REQUEST_ID_NAME = REQUEST_ID.name.removeprefix(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
+_REQUEST_ID_KEY = f"{_json(_REQUEST_ID_NAME)}:"
 
 
 def flush_logs() -> None:

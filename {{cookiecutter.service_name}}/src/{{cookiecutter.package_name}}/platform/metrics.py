@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from typing_extensions import override
 
-from .logs import AccessLog, log
+from .logs import AccessLog, AccessTarget, log
 from .phases import Phase
 
 # No `*_created` series: one timestamp per label set doubles what Prometheus stores, for nothing
@@ -201,8 +201,8 @@ class RequestMetrics:
     """Counts and times requests or RPCs; writes the access log line when it is on.
 
     A request's target is its method and route template (HTTP) or its full method name (gRPC).
-    The hot path is two dictionary lookups, two increments and a bisection: no locks (see
-    RequestFamilies)."""
+    `target(...)` is made once per target (per route and method); its `observe` is a dictionary
+    increment, a bisection and the access log line: no locks (see RequestFamilies)."""
 
     def __init__(
         self,
@@ -212,30 +212,50 @@ class RequestMetrics:
         target_fields: tuple[str, ...],
         access_log: bool,
     ) -> None:
-        self._requests = families.requests
-        self._latencies = families.latencies
-        self._latencies_of = families.latencies_of
-        self._bounds = families.bounds
-        self._access_log_line = AccessLog(access_event)
+        self._families = families
+        self._access_log = AccessLog(access_event) if access_log else None
         self._target_fields = target_fields
-        self._access_log = access_log
-        self._access_fields: dict[tuple[str, ...], dict[str, str]] = {}
-        """The access log line's fields of each target, made once per target."""
+        self._targets: dict[tuple[str, ...], TargetMetrics] = {}
+
+    def target(self, target: tuple[str, ...]) -> TargetMetrics:
+        """The metrics (and access log lines) of one target."""
+        metrics = self._targets.get(target)
+        if metrics is None:
+            access = None
+            if self._access_log is not None:
+                fields = dict(zip(self._target_fields, target, strict=True))
+                access = self._access_log.target(fields)
+            metrics = TargetMetrics(self._families, target, access)
+            self._targets[target] = metrics
+        return metrics
 
     def observe(self, target: tuple[str, ...], status: int | str, seconds: float) -> None:
+        self.target(target).observe(status, seconds)
+
+
+class TargetMetrics:
+    """One target's counter, histogram and access log (see `RequestMetrics`)."""
+
+    __slots__ = ("_access", "_bounds", "_latencies", "_requests", "_target")
+
+    def __init__(
+        self, families: RequestFamilies, target: tuple[str, ...], access: AccessTarget | None
+    ) -> None:
+        self._requests = families.requests
+        self._latencies = families.latencies_of(target)
+        self._bounds = families.bounds
+        self._target = target
+        self._access = access
+
+    def observe(self, status: int | str, seconds: float) -> None:
         requests = self._requests
-        key = (target, status)
+        key = (self._target, status)
         requests[key] = requests.get(key, 0) + 1
-        latencies = self._latencies.get(target) or self._latencies_of(target)
+        latencies = self._latencies
         latencies.counts[bisect_left(self._bounds, seconds)] += 1  # the first bound >= seconds
         latencies.total += seconds
-        if self._access_log:
-            fields = self._access_fields.get(target)
-            if fields is None:
-                fields = dict(zip(self._target_fields, target, strict=True))
-                self._access_fields[target] = fields
-            # to the microsecond
-            self._access_log_line.write(fields, status, int(seconds * 1_000_000) / 1000)
+        if self._access is not None:
+            self._access.write(status, int(seconds * 1_000_000))
 
 
 def http_metrics(access_log: bool) -> RequestMetrics:

@@ -24,8 +24,9 @@ def request_id_from(value: str | bytes | None) -> str:
         return value
     # 128 random bits like uuid4().hex, from the random module's generator: a tenth of
     # uuid4's cost, half of os.urandom's (a system call). Ids need to be unique, not secret;
-    # the generator is seeded from the OS and reseeded in forked children.
-    return f"{getrandbits(128):032x}"
+    # the generator is seeded from the OS and reseeded in forked children. `bytes.hex` writes
+    # the same 32 digits as `f"{bits:032x}"` in under half its time (no format spec to parse).
+    return getrandbits(128).to_bytes(16).hex()
 
 
 def _structlog_var(key: str) -> contextvars.ContextVar[object]:
