@@ -55,8 +55,10 @@ bench: venv
 	bash scripts/ensure-tools.sh
 	$(BIN)/python -m bench.run_baked $(ARGS)
 
+# Three workers on two cores: the suite mostly waits (drain delays, real processes, timeouts);
+# with two, the run kept one core busy on average.
 test: venv
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-tools.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -n 2 --dist loadscope --durations=10
+	$(BIN)/pytest -n 3 --dist loadscope --durations=10

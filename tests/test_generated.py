@@ -1,7 +1,7 @@
 """Baked projects installed in their own virtualenvs: their checks pass and the service runs.
 
 Slow (virtualenvs, the generated test suite, real processes): marked `slow`. Run with
-`-n 2 --dist loadscope`: a class is scheduled on one worker, so each virtualenv is built once.
+`-n 3 --dist loadscope`: a class is scheduled on one worker, so each virtualenv is built once.
 """
 
 from __future__ import annotations
