@@ -25,6 +25,7 @@ import pytest
 {%- if cookiecutter.use_redis == "yes" %}
 import redis.asyncio as redis
 {%- endif %}
+import structlog
 
 if TYPE_CHECKING:
     from .service import Service
@@ -33,6 +34,13 @@ POLL_INTERVAL = 0.02
 """Seconds between two looks at a condition."""
 
 Check = Callable[[], object] | Callable[[], Awaitable[object]]
+
+WITH_DETAIL: tuple[structlog.types.Processor, ...] = (
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.format_exc_info,
+)
+"""`capture_logs(processors=WITH_DETAIL)`: each entry with its request id and, for
+`log.exception`, the traceback as text (`exception`), as the service's log line has them."""
 
 
 def _failed(what: str, within: float, service: Service | None) -> AssertionError:

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from {{ cookiecutter.package_name }}.echo import rpc as echo_rpc
 from {{ cookiecutter.package_name }}.echo.rpc import echo_service
@@ -20,6 +21,7 @@ from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.v1 import echo_pb2, echo_pb2_grpc
 
 from .service import AllSettings, free_port
+from .support import WITH_DETAIL
 
 
 @pytest.fixture
@@ -284,8 +286,17 @@ async def test_an_unexpected_error_is_internal_with_the_request_id_and_no_intern
             pass
 
     for call in (unary, stream):
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
+        with (
+            capture_logs(processors=WITH_DETAIL) as logs,
+            pytest.raises(grpc.aio.AioRpcError) as failed,
+        ):
             await call()
         assert failed.value.code() == grpc.StatusCode.INTERNAL
         assert failed.value.details() == "internal error (request id rid-internal)"
-        assert "hunter2" not in str(failed.value)
+        # No rich status (grpc-status-details-bin) and no other trailer: the request id only.
+        assert rpc_status.from_call(failed.value) is None
+        assert list(failed.value.trailing_metadata() or ()) == [("x-request-id", "rid-internal")]
+        assert "hunter2" not in str(failed.value) + repr(failed.value.initial_metadata())
+        [logged] = [entry for entry in logs if entry["event"] == "grpc_unhandled_error"]
+        assert (logged["request_id"], logged["log_level"]) == ("rid-internal", "error")
+        assert "hunter2" in logged["exception"]  # the detail is in the log, with the request id

@@ -8,12 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
+from {{ cookiecutter.package_name }}.echo import routes as echo_module
 from {{ cookiecutter.package_name }}.echo.routes import echo_routes
 from {{ cookiecutter.package_name }}.platform.http_server import create_app
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
 from {{ cookiecutter.package_name }}.platform.settings import Settings
+
+from .support import WITH_DETAIL
 
 Client = TestClient[web.Request, web.Application]
 
@@ -142,3 +146,43 @@ async def test_in_flight_requests_are_tracked_by_route(client: Client, in_flight
     assert task.get_name().startswith("http GET /v1/echo request_id=")
     assert (await call).status == 200
     await asyncio.wait_for(in_flight.wait_idle(), 1)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("password=hunter2 in a driver's message"),
+        # A dependency refusing (asyncpg opening a connection to a database that is down) is a
+        # ConnectionError too, but not the client's: a 500, logged, never "closed by the client".
+        ConnectionRefusedError(111, "Connect call failed ('10.0.0.7', 5432) hunter2"),
+    ],
+    ids=["runtime-error", "dependency-refused"],
+)
+async def test_an_unexpected_error_is_500_with_the_request_id_and_no_internals(
+    client: Client, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The exception's text (a pretend driver message with a secret) stays in the log."""
+
+    async def broken(message: str, delay_ms: int) -> str:
+        raise error
+
+    monkeypatch.setattr(echo_module, "echo", broken)
+    with capture_logs(processors=WITH_DETAIL) as logs:
+        response = await client.get(
+            "/v1/echo", params={"delay_ms": "0"}, headers={"X-Request-ID": "rid-500"}
+        )
+        text = await response.text()
+    assert response.status == 500
+    assert response.headers["X-Request-ID"] == "rid-500"
+    assert await response.json() == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "internal server error",
+        "instance": "rid-500",
+        "error": "internal server error",
+    }
+    assert "hunter2" not in text + str(response.headers)
+    [logged] = [entry for entry in logs if entry["event"] == "http_unhandled_error"]
+    assert (logged["request_id"], logged["log_level"]) == ("rid-500", "error")
+    assert "hunter2" in logged["exception"]  # the detail is in the log, with the request id

@@ -237,9 +237,10 @@ def _error_response(error: Exception, route: str, request: web.Request) -> web.S
         response = error_response(error.status, error.message, "body")
         response.force_close()
         return response
-    if isinstance(error, ConnectionError):  # the client went away: nobody to answer
+    if isinstance(error, ConnectionError) and _client_gone(request):  # nobody to answer
         log.debug("http_client_gone", route=route, error=repr(error))
         return error_response(400, "connection closed by the client")
+    # Any other ConnectionError is a dependency's (a database refusing or resetting): a 500 below.
     if isinstance(error, TimeoutError):
         return error_response(504, "deadline exceeded")
     if isinstance(error, web.HTTPException):
@@ -253,6 +254,12 @@ def _error_response(error: Exception, route: str, request: web.Request) -> web.S
         return response
     log.exception("http_unhandled_error", route=route)  # called inside the `except`
     return error_response(500, "internal server error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed (aiohttp drops the transport when it is lost)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class Health(BaseModel):
