@@ -50,11 +50,15 @@ async def _scrape_until(
     raise AssertionError(f"not within {seconds}s: {what}")
 
 
-async def test_debug_tasks_is_off_by_default() -> None:
+async def test_debug_tasks_is_off_by_default_and_sigusr1_still_logs_the_tasks() -> None:
     with running_service() as service:
         async with aiohttp.ClientSession() as session:
             assert await _get(session, f"{service.admin_url}/debug/tasks") == 404
             assert await _get(session, f"{service.admin_url}/metrics") == 200
+            service.signal(signal.SIGUSR1)
+            dump = await asyncio.to_thread(service.wait_for_event, "task_dump")
+            assert any(task["task"] for task in dump["tasks"]), dump
+            assert await _get(session, f"{service.admin_url}/debug/tasks") == 404
 
 
 async def test_metrics_task_stacks_and_report_across_traffic_sigusr1_and_sigterm() -> None:
