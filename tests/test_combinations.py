@@ -1,6 +1,7 @@
 """Every combination of options the pre-gen hook accepts bakes a project that passes ruff check,
 ruff format --check and mypy --strict (issue 16: options are modules, none leaves an unused
-import, setting or client behind).
+import, setting or client behind), and whose rendered manifests admit the admin port only from
+the monitoring namespace (issue 15).
 
 Fast by sharing: one virtualenv with every optional dependency (the default bake with tracing,
 installed once by its own `make install`) is the interpreter mypy checks every bake against, and
@@ -27,6 +28,7 @@ from tests.support import (
     load_hook,
     run,
 )
+from tests.test_deploy import MONITORING, check_ingress, render
 
 pre_gen = load_hook("pre_gen_project")
 
@@ -123,3 +125,5 @@ class TestEveryAcceptedCombination:
         mypy: list[str | Path] = [installed.bin("mypy"), "--python-executable", python]
         mypy += ["--cache-dir", mypy_cache]
         check_ok(run(mypy, cwd=project), f"mypy --strict ({what})")
+        for docs in render(project).values():
+            check_ingress(docs, combination["use_grpc"] == "yes", MONITORING)

@@ -202,14 +202,7 @@ def test_files_adapt_to_the_options(baked: Path) -> None:
         assert bool(pod.get("initContainers")) == postgres
         secrets = {e["name"] for e in server.get("env", [])}
         assert secrets == {n for n, on in (("DATABASE_URL", postgres), ("REDIS_URL", redis)) if on}
-        # The admin port only from the monitoring namespace; the public ports from any.
-        admitted: dict[str, list[Any]] = {}
-        for rule in one(docs, "NetworkPolicy")["spec"]["ingress"]:
-            for port in rule["ports"]:
-                admitted.setdefault(port["port"], []).append(rule["from"])
-        monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
-        assert admitted.pop("admin") == [[{"namespaceSelector": monitoring}]], kustomization
-        assert admitted == {port: [[{"namespaceSelector": {}}]] for port in public}
+        check_ingress(docs, grpc, MONITORING)
         egress = {
             port["port"]
             for rule in one(docs, "NetworkPolicy")["spec"]["egress"]
@@ -249,6 +242,81 @@ def test_files_adapt_to_the_options(baked: Path) -> None:
     workflow = yaml.safe_load((baked / ".github/workflows/ci.yml").read_text(encoding="utf-8"))
     job_services = set(workflow["jobs"]["test"].get("services", {}))
     assert job_services == {n for n, on in (("postgres", postgres), ("redis", redis)) if on}
+
+
+MONITORING = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+"""The documented default of who may reach the admin port (/metrics, /debug/tasks): the namespace
+called `monitoring`, by the label Kubernetes puts on every namespace."""
+
+
+def admitted(docs: list[Doc]) -> dict[str, list[Any]]:
+    """Each port of the NetworkPolicy's ingress rules (by name) and the `from` of every rule that
+    admits it."""
+    sources: dict[str, list[Any]] = {}
+    for rule in one(docs, "NetworkPolicy")["spec"]["ingress"]:
+        for port in rule["ports"]:
+            sources.setdefault(port["port"], []).append(rule["from"])
+    return sources
+
+
+def check_ingress(docs: list[Doc], grpc: bool, admin_from: Doc) -> None:
+    """The admin port only from namespaces matching `admin_from`; the public ports from any; the
+    admin port is the admin container port."""
+    sources = admitted(docs)
+    assert sources.pop("admin") == [[{"namespaceSelector": admin_from}]]
+    public = {"http", "grpc"} if grpc else {"http"}
+    assert sources == {port: [[{"namespaceSelector": {}}]] for port in public}
+    [server] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "admin" in {port["name"] for port in server["ports"]}
+
+
+def test_the_admin_selector_is_one_place_every_overlay_follows(tmp_path: Path) -> None:
+    """Naming another monitoring namespace takes one edit (the base's NetworkPolicy): every
+    kustomization then admits the admin port from it, and from nothing else."""
+    result = cookiecutter_cli(tmp_path / "out", {"service_name": "metered"}, config_dir=tmp_path)
+    check_ok(result, "cookiecutter")
+    project = tmp_path / "out" / "metered"
+    policy = project / "k8s" / "base" / "networkpolicy.yaml"
+    text = policy.read_text(encoding="utf-8")
+    default = "kubernetes.io/metadata.name: monitoring"
+    assert text.count(default) == 1, "the default selector, in one place"
+    policy.write_text(text.replace(default, "team.example.com/observability: scrapers"), "utf-8")
+    for kustomization, docs in render(project).items():
+        other = {"matchLabels": {"team.example.com/observability": "scrapers"}}
+        check_ingress(docs, grpc=True, admin_from=other)
+        assert "kubernetes.io/metadata.name: monitoring" not in yaml.safe_dump_all(docs), (
+            kustomization
+        )
+
+
+def test_readme_security_section_states_the_posture_of_these_answers(baked: Path) -> None:
+    """What is exposed where (these ports, the admin selector), what answers and logs say, how
+    secrets rotate, the dependency chain: the generated README's security section."""
+    answers = answers_of(baked)
+    readme = (baked / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    text = " ".join(section.split())
+    ports = [answers["http_port"], answers["metrics_port"]]
+    if answers["use_grpc"] == "yes":
+        ports.append(answers["grpc_port"])
+        assert "`x-request-id` trailer" in text
+    for wanted in (
+        *(f"{port}" for port in ports),
+        "`DEBUG_TASKS=true`",
+        "`kubernetes.io/metadata.name: monitoring`",
+        "`X-Request-ID`",
+        "never an exception's text",
+        "`make audit`",
+        "`make sbom`",
+        "dependabot",
+    ):
+        assert wanted in text, wanted
+    secrets = answers["use_postgres"] == "yes" or answers["use_redis"] == "yes"
+    restart = f"`kubectl rollout restart deployment/{answers['service_name']}`"
+    assert (restart in text) == secrets
+    assert (f"`{answers['service_name']}-secrets`" in text) == secrets
+    policy = (baked / "k8s" / "base" / "networkpolicy.yaml").read_text(encoding="utf-8")
+    assert "kubernetes.io/metadata.name: monitoring" in policy
 
 
 def lock_text(project: Path) -> str:
