@@ -113,7 +113,10 @@ def test_dockerfile_runs_python_as_pid_1_non_root_with_stdlib_healthcheck() -> N
     python = answers()["python_version"]
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, flags=re.MULTILINE)
     assert [name for _, name in stages] == ["build", "runtime"]
-    assert f"ARG PYTHON_IMAGE=python:{python}-slim-" in text
+    # Each FROM names the image itself (dependabot cannot update an image given by an ARG).
+    for image, _ in stages:
+        assert image.startswith(f"python:{python}-slim-"), image
+        assert "$" not in image, image
     package = "{{ cookiecutter.package_name }}"
     assert scripts.rollout_check.dockerfile_command() == ["python", "-m", package]
     runtime = text.split(" AS runtime", 1)[1]
@@ -500,6 +503,22 @@ def test_compose_file_is_valid_and_orders_the_start() -> None:
         assert services["jaeger"]["ports"] == ["127.0.0.1:16686:16686"]
     assert depends == expected
     assert set(services) == {settings["service_name"], *expected}
+
+
+def test_dependabot_moves_the_lock_the_base_image_and_the_actions() -> None:
+    """Weekly updates of uv.lock, of the Dockerfile's base image (named literally in every FROM
+    line, which dependabot reads) and of the workflows' actions; the file passes its schema."""
+    path = PROJECT / ".github" / "dependabot.yml"
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.dependabot", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    updates = yaml.safe_load(path.read_text(encoding="utf-8"))["updates"]
+    ecosystems = {(update["package-ecosystem"], update["directory"]) for update in updates}
+    assert ecosystems == {("uv", "/"), ("docker", "/"), ("github-actions", "/")}
+    assert (PROJECT / "uv.lock").is_file()
+    dockerfile = (PROJECT / "Dockerfile").read_text(encoding="utf-8")
+    images = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
+    assert images, "no FROM line"
+    assert all(re.fullmatch(r"[a-z0-9./-]+:[\w.-]+(@sha256:[0-9a-f]{64})?", i) for i in images)
 
 
 def test_ci_workflow_validates_against_the_github_schema() -> None:
