@@ -215,6 +215,8 @@ async def test_overload_is_resource_exhausted_and_health_still_answers(
     finally:
         await server.close()
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    [(key, _)] = list(refused.value.trailing_metadata() or ())
+    assert key == "x-request-id"
     assert checked.status == health_pb2.HealthCheckResponse.SERVING
     shed = REGISTRY.get_sample_value("server_requests_shed_total", {"server": "grpc"})
     assert shed == shed_before + 1

@@ -210,6 +210,7 @@ async def test_database_timeout_is_504_and_leaves_no_half_state(
         began = time.monotonic()
         status, body = await _create(client, {"name": "slow", "quantity": 1})
         assert (status, body["error"]) == (504, "deadline exceeded")
+        assert len(body["instance"]) == 32  # the request id (generated: the client sent none)
         got = await client.get("/v1/items/424242")  # not cached: reaches the locked table
         assert got.status == 504
         assert time.monotonic() - began < 6  # two 1 s budgets, with room for a slow machine
@@ -285,6 +286,7 @@ async def test_waits_for_postgres_then_serves_then_refuses_once_closing() -> Non
                     assert (await client.get("/livez")).status == 200
                     status, body = await _create(client, {"name": "x", "quantity": 1})
                     assert (status, body["error"]) == (503, "postgres is not available")
+                    assert len(body["instance"]) == 32  # the request id
 
                     proxy.up()
                     await backend.wait_ready()

@@ -182,10 +182,16 @@ async def test_without_a_deadline_the_request_timeout_applies() -> None:
         try:
             await blocker.execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
             began = time.monotonic()
-            for call in (stub.CreateItem(_new()), stub.GetItem(items_pb2.GetItemRequest(id=5))):
+            rid = (("x-request-id", "rid-late"),)
+            for call in (
+                stub.CreateItem(_new(), metadata=rid),
+                stub.GetItem(items_pb2.GetItemRequest(id=5), metadata=rid),
+            ):
                 with pytest.raises(grpc.aio.AioRpcError) as error:
                     await call  # no client deadline: the code comes from the server
                 assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert error.value.details() == "deadline exceeded"
+                assert list(error.value.trailing_metadata() or ()) == list(rid)
             assert time.monotonic() - began < 5
         finally:
             await blocker.close()
@@ -212,8 +218,10 @@ async def test_health_not_serving_until_postgres_connects() -> None:
                 await asyncio.sleep(1.0)  # several connection attempts
                 assert await status() == health_pb2.HealthCheckResponse.NOT_SERVING
                 with pytest.raises(grpc.aio.AioRpcError) as error:
-                    await stub.CreateItem(_new())
+                    await stub.CreateItem(_new(), metadata=(("x-request-id", "rid-wait"),))
                 assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert error.value.details() == "postgres is not available"
+                assert list(error.value.trailing_metadata() or ()) == [("x-request-id", "rid-wait")]
                 proxy.up()
                 serving_now = health_pb2.HealthCheckResponse.SERVING
                 await wait_until(lambda: _is(status(), serving_now), "health SERVING", 15)
