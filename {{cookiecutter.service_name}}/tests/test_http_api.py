@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from {{ cookiecutter.package_name }}.echo import ws as echo_ws
 from {{ cookiecutter.package_name }}.echo.routes import echo_routes
 from {{ cookiecutter.package_name }}.platform.http_server import create_app
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
@@ -142,3 +143,25 @@ async def test_in_flight_requests_are_tracked_by_route(client: Client, in_flight
     assert task.get_name().startswith("http GET /v1/echo request_id=")
     assert (await call).status == 200
     await asyncio.wait_for(in_flight.wait_idle(), 1)
+
+
+async def test_the_websocket_pings_its_client(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Server heartbeats (`HEARTBEAT_S`, 15 s in service; here 0.1 s): a ping the client answers
+    keeps the socket open, one it leaves unanswered (a client gone without closing) ends it."""
+    monkeypatch.setattr(echo_ws, "HEARTBEAT_S", 0.1)
+    async with client.ws_connect("/v1/echo/ws", autoping=False) as ws:
+        for _ in range(2):
+            ping = await ws.receive(timeout=2)
+            assert ping.type is WSMsgType.PING, ping
+            await ws.pong(ping.data)
+        await ws.send_str("still here")
+        reply = await ws.receive(timeout=2)
+        while reply.type is WSMsgType.PING:
+            await ws.pong(reply.data)
+            reply = await ws.receive(timeout=2)
+        assert (reply.type, reply.data) == (WSMsgType.TEXT, "still here")
+        while (unanswered := await ws.receive(timeout=2)).type is WSMsgType.PING:
+            pass  # no pong: the server gives up within half the heartbeat
+        assert unanswered.type in {WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING}, unanswered
