@@ -5,12 +5,14 @@
 The benchmarks themselves live in the generated project (`bench/`, `make bench` there), since
 they import the service and run it as built. This driver bakes the default answers into
 build/bench/, installs it from its uv.lock (`make install` there; uv's cache makes it quick),
-runs the benchmarks and copies the resulting docs/benchmarks.md into the template, so every
+runs the benchmarks with its own `make bench` (servers from the runtime dependencies alone, as
+the image installs them) and copies the resulting docs/benchmarks.md into the template, so every
 generated project ships with the reference figures (and its findings) of the template itself.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if template_report.exists():  # keep the findings written after the generated results
         (project / REPORT).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(template_report, project / REPORT)
-    run([project / ".venv" / "bin" / "python", "-m", "bench", *args], project)
+    run(["make", "--no-print-directory", "bench", f"ARGS={shlex.join(args)}"], project)
     text = (project / REPORT).read_text()
     if any(marker in text for marker in JINJA_MARKERS):
         raise SystemExit(f"{REPORT} would not render as a template: it contains Jinja markers")

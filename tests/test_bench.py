@@ -1,4 +1,4 @@
-"""The generated benchmarks run end to end (`python -m bench --quick`, one figure).
+"""The generated benchmarks run end to end (`make bench ARGS="--quick ..."`, one figure).
 
 A smoke test of the machinery only: it asserts that a dated section with a well-formed table is
 added on top of the report, earlier runs and the findings kept, never a timing target (those are
@@ -31,10 +31,17 @@ class TestBenchSmoke:
         installed = projects.get("default")
         output = tmp_path / "benchmarks.md"
         output.write_text(f"{EARLIER}\n{MARKER}\n\n{FINDINGS}", encoding="utf-8")
-        args = ["--quick", "--only", "lifecycle", "--output", str(output)]
-        result = run([installed.bin("python"), "-m", "bench", *args], cwd=installed.project)
-        check_ok(result, "python -m bench --quick --only lifecycle")
+        args = f"--quick --only lifecycle --output {output}"
+        command = ["make", "--no-print-directory", "bench", f"ARGS={args}"]
+        result = run(command, cwd=installed.project)
+        check_ok(result, f"make bench ARGS='{args}'")
         report = output.read_text(encoding="utf-8")
+        # The servers ran as the image runs them: the runtime dependencies, no development tools.
+        assert "servers from `.venv-bench` (runtime dependencies only" in report, report
+        runtime = installed.project / ".venv-bench" / "bin" / "python"
+        for module, present in ((installed.package, True), ("pytest", False), ("rich", False)):
+            probe = run([runtime, "-c", f"import {module}"])
+            assert (probe.returncode == 0) is present, (module, probe.stderr)
 
         results, marker, kept = report.partition(MARKER)
         assert marker, report

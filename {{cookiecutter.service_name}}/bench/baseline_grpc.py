@@ -1,7 +1,7 @@
 """Baseline: the smallest grpc.aio echo server, with the library's defaults.
 
 `python -m bench.baseline_grpc serve PORT` serves the service's `EchoService/Echo` (the same
-generated stubs, none of the service's interceptors, health or lifecycle).
+generated stubs, none of the service's per-call tracking, health or lifecycle).
 `python -m bench.baseline_grpc frame FILE` writes one gRPC request frame for h2load;
 `python -m bench.baseline_grpc check TARGET` makes one Echo call and exits 0 if it succeeds.
 """

@@ -12,6 +12,7 @@ text after the results marker (the findings) are kept. Targets are checked here,
     python -m bench                       # every figure this service has (~3-5 minutes)
     python -m bench --only http,lifecycle # some of them
     python -m bench --quick               # one short round: proves the machinery works
+    python -m bench --python .venv-bench/bin/python  # servers on that interpreter (`make bench`)
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Options:
     output: Path
     figures: list[str]
     quick: bool = False
+    python: str = sys.executable
 
 
 @dataclass
@@ -170,6 +172,10 @@ def isolated_env(**extra: str) -> dict[str, str]:
     }
 
 
+PYTHON = [sys.executable]
+"""The interpreter every server, baseline and helper runs on (`--python`)."""
+
+
 class Server:
     """One process we started (killed by its own PID only); its stdout and stderr go to a file,
     as in production (not a pipe, not /dev/null)."""
@@ -181,7 +187,7 @@ class Server:
         self._log = self.log_path.open("w")
         self.spawned = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [PYTHON[0], *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     @property
@@ -243,7 +249,7 @@ def http_status(port: int, path: str, timeout: float) -> int | None:
 def python_module(module: str, *args: str, env: dict[str, str], timeout: float = 180) -> str:
     """Run `python -m module args` to the end; its stdout (raises with its output on failure)."""
     result = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [PYTHON[0], "-m", module, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -885,6 +891,13 @@ LEGEND = (
 )
 
 
+def runtime(python: str) -> str:
+    """Which environment the servers ran from: the runtime one `make bench` makes, or another."""
+    if Path(python).parent.parent.name == ".venv-bench":
+        return "`.venv-bench` (runtime dependencies only, as in the image)"
+    return f"`{python}`"
+
+
 def render(report: Report, options: Options, started: float) -> str:
     """This run's section: when, on what, how, and its table."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -895,7 +908,8 @@ def render(report: Report, options: Options, started: float) -> str:
         heading,
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}; "
-        f"Python {platform.python_version()}; {tool_version(['wrk', '--version'])}; "
+        f"Python {platform.python_version()}, servers from {runtime(options.python)}; "
+        f"{tool_version(['wrk', '--version'])}; "
         f"{tool_version(['h2load', '--version'])}; load average (1 / 5 / 15 min) "
         f"{report.load_before} before, {load_average()} after. "
         f"`make bench` took {time.perf_counter() - started:.0f} s: {options.rounds} alternating "
@@ -933,18 +947,27 @@ def parse(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--messages", type=int, default=2000, help="per consumer run")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"from {','.join(FIGURES)}")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter of the servers and baselines: `make bench` gives a virtualenv of "
+        "the runtime dependencies alone, as the image installs them",
+    )
     args = parser.parse_args(argv)
     figures = [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := sorted(set(figures) - set(FIGURES)):
         parser.error(f"unknown figure(s) {unknown}; choose from {FIGURES}")
     output = args.output.resolve()
+    python = str(Path(args.python).absolute())
     if args.quick:
-        return Options(1, 1.0, 300, output, figures, quick=True)
-    return Options(max(1, args.rounds), max(1.0, args.seconds), args.messages, output, figures)
+        return Options(1, 1.0, 300, output, figures, quick=True, python=python)
+    rounds, seconds = max(1, args.rounds), max(1.0, args.seconds)
+    return Options(rounds, seconds, args.messages, output, figures, python=python)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
+    PYTHON[0] = options.python
     started = time.perf_counter()
     report = Report()
     here = Path.cwd()

@@ -10,7 +10,8 @@ the balancer, SIGTERM the old one, wait for its exit. Also `python -m scripts.ro
 Streams ride along: WebSocket clients echo through the balancer and reconnect after each close
 frame (anything but a 1012 close is an abnormal close, a failure){% if cookiecutter.use_postgres == "yes" %}; an SSE subscriber follows
 `/v1/items/events`, reconnecting with `Last-Event-ID`, while items are created: every created item
-must arrive once (a gap or a duplicate is a failure){% endif %}.
+must arrive once and in the stream's order (a gap, a duplicate or an entry id below one already
+received is a failure){% endif %}.
 
 Replicas run the exact ENTRYPOINT/CMD of the Dockerfile, with this virtualenv's python first on
 PATH, and the configuration of this environment (the `.env` file is not read: each replica runs in
@@ -147,7 +148,7 @@ class Report:
     restarts: list[Restart] = field(default_factory=list)
     streams: Counter[str] = field(default_factory=Counter)
     """WebSocket sessions, close frames and abnormal closes; SSE connections, events, final
-    events, gaps and duplicates; items created."""
+    events, gaps, duplicates and events out of order; items created."""
 
     @property
     def total_requests(self) -> int:
@@ -199,7 +200,8 @@ class Report:
                 f"sse: {self.streams['sse_events']} events of {self.streams['items_created']} "
                 f"items created, {self.streams['sse_connections']} connections, "
                 f"{self.streams['sse_final_events']} final events, "
-                f"gaps: {self.streams['sse_gaps']}, duplicates: {self.streams['sse_duplicates']}"
+                f"gaps: {self.streams['sse_gaps']}, duplicates: {self.streams['sse_duplicates']}, "
+                f"out of order: {self.streams['sse_out_of_order']}"
             )
         lines.append(" #  replica -> new  ready  in-LB  out-of-LB  exit  code")
         for number, restart in enumerate(self.restarts, 1):
@@ -210,6 +212,13 @@ class Report:
             )
         lines += [f"  {sample}" for sample in self.failure_samples[:5]]
         return "\n".join(lines)
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """A Redis stream entry id (`<ms>-<seq>`, an SSE event's id) as a pair that sorts like the
+    stream."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
 
 
 async def sse_blocks(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, str]]:
@@ -331,6 +340,7 @@ class Rollout:
         self.created: list[int] = []  # items created through the balancer (201)
         self.received: Counter[int] = Counter()  # item ids the SSE subscriber got
         self.received_ids: Counter[str] = Counter()  # their stream entry ids
+        self.newest_received = (0, 0)  # the highest entry id received (entry_key)
         self.subscribed = asyncio.Event()
         self.deadline: float = time.monotonic() + args.timeout
 
@@ -548,6 +558,7 @@ class Rollout:
                             event = block.get("event")
                             if event == "item.created":
                                 last_event_id = block["id"]
+                                self.in_order(last_event_id)
                                 self.received_ids[last_event_id] += 1
                                 self.received[json.loads(block["data"])["item"]["id"]] += 1
                                 self.report.streams["sse_events"] += 1
@@ -562,6 +573,16 @@ class Rollout:
                 except (aiohttp.ClientError, TimeoutError) as error:
                     self.report.failed("sse", repr(error))
                 await asyncio.sleep(retry_ms / 1000)
+
+    def in_order(self, entry_id: str) -> None:
+        """Count an event whose id is below one already received (a duplicate is counted as
+        such, not here): the stream's order is the order of its entry ids."""
+        key = entry_key(entry_id)
+        if key < self.newest_received and entry_id not in self.received_ids:
+            self.report.streams["sse_out_of_order"] += 1
+            newest = "-".join(map(str, self.newest_received))
+            self.report.failed("sse", f"out of order: entry {entry_id} after {newest}")
+        self.newest_received = max(self.newest_received, key)
 
     async def item_creator(self) -> None:
         url = f"http://127.0.0.1:{self.http_front}/v1/items"
@@ -597,6 +618,7 @@ class Rollout:
         duplicates = {entry: count for entry, count in self.received_ids.items() if count > 1}
         self.report.streams["sse_gaps"] = len(gaps)
         self.report.streams["sse_duplicates"] = sum(count - 1 for count in duplicates.values())
+        self.report.streams["sse_out_of_order"] += 0  # counted as they came; listed even if 0
         for item in gaps:
             self.report.failed("sse", f"gap: item {item} never arrived")
         for entry, count in duplicates.items():

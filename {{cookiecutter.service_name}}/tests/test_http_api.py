@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from {{ cookiecutter.package_name }}.echo import routes as echo_module
+from {{ cookiecutter.package_name }}.echo import ws as echo_ws
 from {{ cookiecutter.package_name }}.echo.routes import echo_routes
 from {{ cookiecutter.package_name }}.platform.http_server import create_app
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
@@ -186,3 +187,25 @@ async def test_an_unexpected_error_is_500_with_the_request_id_and_no_internals(
     [logged] = [entry for entry in logs if entry["event"] == "http_unhandled_error"]
     assert (logged["request_id"], logged["log_level"]) == ("rid-500", "error")
     assert "hunter2" in logged["exception"]  # the detail is in the log, with the request id
+
+
+async def test_the_websocket_pings_its_client(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Server heartbeats (`HEARTBEAT_S`, 15 s in service; here 0.1 s): a ping the client answers
+    keeps the socket open, one it leaves unanswered (a client gone without closing) ends it."""
+    monkeypatch.setattr(echo_ws, "HEARTBEAT_S", 0.1)
+    async with client.ws_connect("/v1/echo/ws", autoping=False) as ws:
+        for _ in range(2):
+            ping = await ws.receive(timeout=2)
+            assert ping.type is WSMsgType.PING, ping
+            await ws.pong(ping.data)
+        await ws.send_str("still here")
+        reply = await ws.receive(timeout=2)
+        while reply.type is WSMsgType.PING:
+            await ws.pong(reply.data)
+            reply = await ws.receive(timeout=2)
+        assert (reply.type, reply.data) == (WSMsgType.TEXT, "still here")
+        while (unanswered := await ws.receive(timeout=2)).type is WSMsgType.PING:
+            pass  # no pong: the server gives up within half the heartbeat
+        assert unanswered.type in {WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING}, unanswered

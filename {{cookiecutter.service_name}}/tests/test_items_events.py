@@ -15,18 +15,26 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as redis
+from aiohttp.test_utils import TestClient, TestServer
 
+from {{ cookiecutter.package_name }}.items import events as items_events
 from {{ cookiecutter.package_name }}.items.events import (
     BUFFER_LIMIT,
     SEND_TIMEOUT_S,
+    ItemEvents,
     Subscriber,
     _gone_after,
+    item_event_routes,
     parse_last_event_id,
 )
 from {{ cookiecutter.package_name }}.platform.errors import InvalidArgumentError
+from {{ cookiecutter.package_name }}.platform.http_server import create_app
+from {{ cookiecutter.package_name }}.platform.inflight import InFlight
 
+from .items_support import started_backend
 from .metrics_support import scrape
 from .service import Service, http_get, isolated_names, running_service
+from .support import wait_until
 from .test_shutdown_streams import END_BOUND_S, close_frame, echo_once, listeners_closed_at
 
 FAST = {"DRAIN_DELAY": "0.5", "SHUTDOWN_TIMEOUT": "10", "OUTBOX_POLL_INTERVAL": "0.05"}
@@ -225,6 +233,32 @@ async def test_expired_last_event_id_restarts_from_the_oldest_entry_with_a_reset
             resumed = await subscribe(session, service, last_event_id=ids[2])
             newer = await create_item(session, service, "new")
             assert [item for _, item in await resumed.items(1)] == [newer]
+
+
+async def test_the_stream_begins_with_retry_then_pings_with_a_comment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In-process, `PING_INTERVAL_S` at 0.1 s (15 s in service): `retry:` first, then a `: ping`
+    comment whenever no event was sent for that long, which proxies count as traffic and
+    EventSource ignores."""
+    monkeypatch.setattr(items_events, "PING_INTERVAL_S", 0.1)
+    async with started_backend() as backend:
+        events = ItemEvents(backend.redis, backend.settings, backend.readiness)
+        await events.start()
+        try:
+            await wait_until(lambda: backend.readiness.ready, "the reader follows the stream")
+            routes = [item_event_routes(events)]
+            app = create_app(backend.settings, backend.readiness, InFlight(), routes)
+            async with TestClient(TestServer(app)) as client:
+                response = await client.get("/v1/items/events")
+                assert response.status == 200
+                subscriber = SseClient(response)
+                assert await subscriber.block() == {"retry": "2000"}
+                assert await subscriber.block(2) == {":": "ping"}
+                assert await subscriber.block(2) == {":": "ping"}
+                response.close()
+        finally:
+            await events.stop_tasks()
 
 
 def stalled_subscriber(port: int) -> socket.socket:

@@ -14,6 +14,7 @@ from openapi_spec_validator import validate
 from {{ cookiecutter.package_name }}.echo.routes import echo_routes
 from {{ cookiecutter.package_name }}.echo.settings import EchoSettings
 {% if cookiecutter.use_postgres == "yes" -%}
+from {{ cookiecutter.package_name }}.items.events import ItemEvents, item_event_routes
 from {{ cookiecutter.package_name }}.items.routes import item_routes
 from {{ cookiecutter.package_name }}.items.settings import ItemsSettings
 from {{ cookiecutter.package_name }}.items.store import ItemStore
@@ -46,7 +47,12 @@ def features(settings: Settings, readiness: Readiness) -> list[HttpRoutes]:
     db = PostgresPool(settings, PostgresSettings(), readiness)
     cache = RedisClient(settings, RedisSettings(), readiness)
     store = ItemStore(db, cache, OutboxSettings(), ItemsSettings())
-    return [echo_routes(EchoSettings().max_delay_ms), item_routes(store)]
+    events = ItemEvents(cache, OutboxSettings(), readiness)
+    return [
+        echo_routes(EchoSettings().max_delay_ms),
+        item_routes(store),
+        item_event_routes(events),
+    ]
 {%- else %}
     return [echo_routes(EchoSettings().max_delay_ms)]
 {%- endif %}
@@ -84,6 +90,18 @@ async def test_every_route_is_documented(client: Client) -> None:
     served.discard(("/openapi.json", "get"))
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert documented == served
+
+
+async def test_the_streams_are_documented(client: Client) -> None:
+    """The stream paths are part of the contract: a WebSocket upgrade (101){% if cookiecutter.use_postgres == "yes" %}, and Server-Sent
+    Events (text/event-stream) resumable by `Last-Event-ID`{% endif %}."""
+    paths = (await _document(client))["paths"]
+    assert "101" in paths["/v1/echo/ws"]["get"]["responses"]
+{%- if cookiecutter.use_postgres == "yes" %}
+    events = paths["/v1/items/events"]["get"]
+    assert "text/event-stream" in events["responses"]["200"]["content"]
+    assert [parameter["name"] for parameter in events["parameters"]] == ["Last-Event-ID"]
+{%- endif %}
 
 
 async def test_the_error_schema_is_what_errors_look_like(client: Client) -> None:

@@ -8,7 +8,7 @@ a feature nor the features' generated stubs. What a feature uses:
 - `lifecycle.Component`: a long-lived part (start, the shutdown phases, close);
 - `http_server.Routes` / `HttpRoutes`, `read_json_object`, `json_reply`: HTTP routes, served with
   request ids, in-flight tracking, errors, metrics and the access log; `Routes.stream` for
-  WebSocket and SSE;
+  WebSocket and SSE, whose handlers get an `http_streams.OpenStream`;
 - `grpc_server.GrpcService` / `GrpcServices`: registers a servicer / the RPCs served;
 - `consumer.EffectHandler` / `GroupEffectHandler`: what an event does, exactly once;
 - `outbox.enqueue`: an event, written in the caller's transaction, published after commit;

@@ -172,11 +172,15 @@ class Connection(web.RequestHandler):
         requests = self._request_count
         super().data_received(data)
         if self._request_count != requests:  # a head arrived (or the parser refused one)
-            if self._messages and isinstance(self._messages[-1][0], _ErrInfo):
-                self._refused(self._messages[-1][0])
-            body = self._messages[-1][1] if self._messages else None
+            messages = self._messages
+            last = messages[-1] if messages else None
+            if last is not None and isinstance(last[0], _ErrInfo):
+                self._refused(last[0])
+                last = messages[-1]
+            body = last[1] if last is not None else None
             if body is None or body.is_eof():
-                self._expect(NOTHING, 0.0)
+                if self.waits_for != NOTHING:  # (a keep-alive request in one read: no timer)
+                    self._expect(NOTHING, 0.0)
             else:
                 self._body = body
                 head = self._messages[-1][0]

@@ -1,7 +1,8 @@
 """Errors a handler raises on purpose, each with its HTTP status and gRPC code.
 
-The HTTP routes (`http_server.Routes`) and the gRPC interceptor translate them, so handlers never
-build error responses themselves and bad input never becomes a 500.
+The HTTP routes (`http_server.Routes`) and the gRPC handler wrapper (`grpc_server.RpcTracker`)
+translate them, so handlers never build error responses themselves and bad input never becomes a
+500.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """gRPC: the grpc.aio server, health and reflection, and its component (GracefulStop done right).
 
 `server.stop(grace)` rejects new RPCs at once but returns while handlers may still run, and it
-leaves server streams open until the grace ends. So every RPC is tracked by an interceptor: unary
-work is awaited, and streams are told to end with UNAVAILABLE as soon as the listeners close.
+leaves server streams open until the grace ends. So every RPC is tracked: each method handler is
+wrapped once, as its service registers (`RpcTracker`), unary work is awaited, and streams are told
+to end with UNAVAILABLE as soon as the listeners close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from time import perf_counter
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
@@ -106,9 +107,13 @@ def _check_decoded(request: Any) -> None:
         raise InvalidArgumentError("request", f"not a valid message ({request.error})")
 
 
-class RpcTracker(grpc.aio.ServerInterceptor):
+class RpcTracker:
     """Wraps every handler: request id, in-flight tracking, metrics and the access log, load
-    shedding, and stream ending on shutdown."""
+    shedding, and stream ending on shutdown.
+
+    The handlers are wrapped as they are registered (`registrar`), not by a server interceptor,
+    which grpc runs on every call as two more coroutines and a lookup (2.4 % of a small unary
+    call's instructions: docs/benchmarks.md)."""
 
     def __init__(self, metrics: RequestMetrics, max_in_flight: int = 2**62) -> None:
         self.max_in_flight = max_in_flight
@@ -120,20 +125,18 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         self._ending = False
         self._wrapped: dict[object, Any] = {}
 
-    @override
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+    def registrar(self, server: grpc.aio.Server) -> grpc.aio.Server:
+        """What the services register on: `server`, with every method handler wrapped."""
+        return _TrackingRegistrar(server, self)
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Req, Resp]
+    ) -> grpc.RpcMethodHandler[Req, Resp]:
+        """`handler` (of the full method name `method`) with the tracking around it, made once
+        per handler."""
         wrapped: grpc.RpcMethodHandler[Req, Resp] | None = self._wrapped.get(handler)
         if wrapped is None:
-            wrapped = self._wrapped[handler] = self._wrap(handler_call_details.method, handler)
+            wrapped = self._wrapped[handler] = self._wrap(method, handler)
         return wrapped
 
     def end_streams(self) -> None:
@@ -266,6 +269,68 @@ class RpcTracker(grpc.aio.ServerInterceptor):
         state.ended_by_server = self._ending
         self._open_streams.add(state)
         return state
+
+
+class _TrackingRegistrar(grpc.aio.Server):
+    """A server to register services on: each method handler goes to the real server wrapped
+    by the tracker (the generated `add_..._to_server` registers every method both ways)."""
+
+    def __init__(self, server: grpc.aio.Server, tracker: RpcTracker) -> None:
+        self._server = server
+        self._tracker = tracker
+
+    @override
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]
+    ) -> None:
+        tracker = self._tracker
+        tracked = [_TrackedHandlers(handlers, tracker) for handlers in generic_rpc_handlers]
+        self._server.add_generic_rpc_handlers(tracked)
+
+    @override
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        wrap = self._tracker.wrap
+        wrapped = {name: wrap(f"/{service_name}/{name}", h) for name, h in method_handlers.items()}
+        self._server.add_registered_method_handlers(service_name, wrapped)
+
+    @override
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    @override
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    @override
+    async def start(self) -> None:
+        await self._server.start()
+
+    @override
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    @override
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self._server.wait_for_termination(timeout)
+
+
+class _TrackedHandlers(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers come out wrapped by the tracker."""
+
+    def __init__(self, handlers: grpc.GenericRpcHandler, tracker: RpcTracker) -> None:
+        self._handlers = handlers
+        self._tracker = tracker
+
+    @override
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._handlers.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._tracker.wrap(handler_call_details.method, handler)
 
 
 class _Rpc:
@@ -459,7 +524,6 @@ class GrpcServer(Component):
         self._in_flight_at_close = 0
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
-            interceptors=[self._tracker],
             # The ceiling on everything, streams included, refused by grpc before any Python runs.
             # Unary work has its own, lower limit in the tracker, which health checks are exempt
             # from: this one counts them, so it sits well above.
@@ -471,10 +535,11 @@ class GrpcServer(Component):
                 ("grpc.max_receive_message_length", settings.max_request_body_bytes),
             ],
         )
-        names = [register(self._server) for register in services]
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        registrar = self._tracker.registrar(self._server)
+        names = [register(registrar) for register in services]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, registrar)
         self.service_names = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(self.service_names, self._server)
+        reflection.enable_server_reflection(self.service_names, registrar)
         self._stopping: asyncio.Task[None] | None = None
         self.port = grpc_settings.grpc_port
         readiness.subscribe(self._mirror_readiness)
