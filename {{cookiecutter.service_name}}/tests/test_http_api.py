@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from {{ cookiecutter.package_name }}.echo import routes as echo_module
 from {{ cookiecutter.package_name }}.echo import ws as echo_ws
 from {{ cookiecutter.package_name }}.echo.routes import echo_routes
+from {{ cookiecutter.package_name }}.platform.errors import DEPENDENCY_FAILED
 from {{ cookiecutter.package_name }}.platform.http_server import create_app
 from {{ cookiecutter.package_name }}.platform.inflight import InFlight
 from {{ cookiecutter.package_name }}.platform.readiness import Readiness
@@ -150,17 +151,36 @@ async def test_in_flight_requests_are_tracked_by_route(client: Client, in_flight
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "status", "title", "detail", "event"),
     [
-        RuntimeError("password=hunter2 in a driver's message"),
+        (
+            RuntimeError("password=hunter2 in a driver's message"),
+            500,
+            "Internal Server Error",
+            "internal server error",
+            "http_unhandled_error",
+        ),
         # A dependency refusing (asyncpg opening a connection to a database that is down) is a
-        # ConnectionError too, but not the client's: a 500, logged, never "closed by the client".
-        ConnectionRefusedError(111, "Connect call failed ('10.0.0.7', 5432) hunter2"),
+        # ConnectionError too, but not the client's: a 503 (a retry can succeed), logged, never
+        # "closed by the client".
+        (
+            ConnectionRefusedError(111, "Connect call failed ('10.0.0.7', 5432) hunter2"),
+            503,
+            "Service Unavailable",
+            DEPENDENCY_FAILED,
+            "http_dependency_failed",
+        ),
     ],
     ids=["runtime-error", "dependency-refused"],
 )
-async def test_an_unexpected_error_is_500_with_the_request_id_and_no_internals(
-    client: Client, monkeypatch: pytest.MonkeyPatch, error: Exception
+async def test_an_unexpected_error_is_generic_with_the_request_id_and_no_internals(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    status: int,
+    title: str,
+    detail: str,
+    event: str,
 ) -> None:
     """The exception's text (a pretend driver message with a secret) stays in the log."""
 
@@ -173,20 +193,21 @@ async def test_an_unexpected_error_is_500_with_the_request_id_and_no_internals(
             "/v1/echo", params={"delay_ms": "0"}, headers={"X-Request-ID": "rid-500"}
         )
         text = await response.text()
-    assert response.status == 500
+    assert response.status == status
     assert response.headers["X-Request-ID"] == "rid-500"
     assert await response.json() == {
         "type": "about:blank",
-        "title": "Internal Server Error",
-        "status": 500,
-        "detail": "internal server error",
+        "title": title,
+        "status": status,
+        "detail": detail,
         "instance": "rid-500",
-        "error": "internal server error",
+        "error": detail,
     }
     assert "hunter2" not in text + str(response.headers)
-    [logged] = [entry for entry in logs if entry["event"] == "http_unhandled_error"]
+    [logged] = [entry for entry in logs if entry["event"] == event]
     assert (logged["request_id"], logged["log_level"]) == ("rid-500", "error")
-    assert "hunter2" in logged["exception"]  # the detail is in the log, with the request id
+    # The detail is in the log, with the request id.
+    assert "hunter2" in logged.get("exception", "") + logged.get("error", "")
 
 
 async def test_the_websocket_pings_its_client(

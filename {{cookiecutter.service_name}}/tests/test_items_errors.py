@@ -1,10 +1,10 @@
 """No internal text in answers: what the items API answers when the database fails under it.
 
 A request whose transaction the database loses half-way (a proxy of the test's own is cut while
-its INSERT waits on a lock), requests while the database is unreachable, and a string PostgreSQL
-rejects (a NUL, let past the validation that normally refuses it). Over HTTP{% if cookiecutter.use_grpc == "yes" %} and gRPC{% endif %}, the client
-gets a generic message and its request id, never the driver's text; the log line with that
-request id has the detail.
+its INSERT waits on a lock) and requests while the database is unreachable get 503{% if cookiecutter.use_grpc == "yes" %} /
+UNAVAILABLE{% endif %} (a retry can succeed); a string PostgreSQL rejects (a NUL, let past the validation
+that normally refuses it) gets 500{% if cookiecutter.use_grpc == "yes" %} / INTERNAL{% endif %}. Over HTTP{% if cookiecutter.use_grpc == "yes" %} and gRPC{% endif %}, the client gets a generic message
+and its request id, never the driver's text; the log line with that request id has the detail.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from {{ cookiecutter.package_name }}.items.routes import item_routes
 from {{ cookiecutter.package_name }}.items.rpc import item_service
 {%- endif %}
 from {{ cookiecutter.package_name }}.items.store import NewItem
+from {{ cookiecutter.package_name }}.platform.errors import DEPENDENCY_FAILED
 {%- if cookiecutter.use_grpc == "yes" %}
 from {{ cookiecutter.package_name }}.platform.grpc_server import GrpcServer
 {%- endif %}
@@ -57,12 +58,24 @@ GENERIC_500 = {
     "error": "internal server error",
 }
 """Every unexpected failure's body, but for its `instance` (the request id)."""
+GENERIC_503 = {
+    "type": "about:blank",
+    "title": "Service Unavailable",
+    "status": 503,
+    "detail": DEPENDENCY_FAILED,
+    "error": DEPENDENCY_FAILED,
+}
+"""A lost or unreachable dependency's body, but for its `instance`."""
 DRIVER_WORDS = ("asyncpg", "postgres", "connection", "refused", "byte sequence", "UTF8", "0x00")
 """Words of the drivers' messages that no answer may carry."""
 
 
 def _generic_500(request_id: str) -> dict[str, Any]:
     return {**GENERIC_500, "instance": request_id}
+
+
+def _generic_503(request_id: str) -> dict[str, Any]:
+    return {**GENERIC_503, "instance": request_id}
 
 
 def _assert_no_driver_text(answers: list[str], details: list[str]) -> None:
@@ -111,11 +124,16 @@ async def _rpc(target: str, method: str, request: Any, request_id: str) -> grpc.
     return failed.value
 
 
-def _check_internal(error: grpc.aio.AioRpcError, request_id: str) -> str:
-    """INTERNAL, the generic details with the request id, no rich status, the id as the only
+def _check_internal(
+    error: grpc.aio.AioRpcError,
+    request_id: str,
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL,
+    details: str = "internal error",
+) -> str:
+    """`code`, the generic `details` with the request id, no rich status, the id as the only
     trailer; returns all the client got, as text."""
-    assert error.code() == grpc.StatusCode.INTERNAL, error
-    assert error.details() == f"internal error (request id {request_id})"
+    assert error.code() == code, error
+    assert error.details() == f"{details} (request id {request_id})"
     assert rpc_status.from_call(error) is None  # no grpc-status-details-bin
     trailers = list(error.trailing_metadata() or ())
     assert trailers == [("x-request-id", request_id)]
@@ -123,7 +141,7 @@ def _check_internal(error: grpc.aio.AioRpcError, request_id: str) -> str:
 {%- endif %}
 
 
-async def test_database_lost_mid_request_then_unreachable_answers_generically() -> None:
+async def test_database_lost_mid_request_then_unreachable_answers_unavailable() -> None:
     with tcp_proxy() as proxy:
         proxy.up()
         url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test"
@@ -166,19 +184,22 @@ async def test_database_lost_mid_request_then_unreachable_answers_generically() 
                 await wait_until(all_waiting, "the creates waiting on the lock", 15, service)
                 proxy.down()
                 status, text, headers = await create
-                assert (status, json.loads(text)) == (500, _generic_500("rid-mid")), text
+                assert (status, json.loads(text)) == (503, _generic_503("rid-mid")), text
                 assert headers["X-Request-ID"] == "rid-mid"
+                assert headers["Retry-After"] == "1"
                 answers.append(f"{status} {headers} {text}")
                 await lock.rollback()
                 # Unreachable now: a new connection is refused.
                 status, text, headers = await _http(session, "GET", f"{items}/1", "rid-down")
-                assert (status, json.loads(text)) == (500, _generic_500("rid-down")), text
+                assert (status, json.loads(text)) == (503, _generic_503("rid-down")), text
                 answers.append(f"{status} {headers} {text}")
 {%- if cookiecutter.use_grpc == "yes" %}
-            answers.append(_check_internal(await rpc_create, "rid-grpc-mid"))
+            unavailable = grpc.StatusCode.UNAVAILABLE
+            mid = await rpc_create
+            answers.append(_check_internal(mid, "rid-grpc-mid", unavailable, DEPENDENCY_FAILED))
             get = items_pb2.GetItemRequest(id=1)
             down = await _rpc(service.grpc_target, "GetItem", get, "rid-grpc-down")
-            answers.append(_check_internal(down, "rid-grpc-down"))
+            answers.append(_check_internal(down, "rid-grpc-down", unavailable, DEPENDENCY_FAILED))
             request_ids = ("rid-mid", "rid-down", "rid-grpc-mid", "rid-grpc-down")
 {%- else %}
             request_ids = ("rid-mid", "rid-down")
@@ -189,18 +210,15 @@ async def test_database_lost_mid_request_then_unreachable_answers_generically() 
             await locker.close()
             service.kill()
             drop_isolated(service.env | {"DATABASE_URL": DEFAULT_DATABASE_URL})
-    # Each failure is logged as an error with its request id and the exception's detail.
-    unhandled = {
+    # Each failure is logged as an error with its request id and the driver's detail.
+    failed = {
         event["request_id"]: event
         for event in service.events()
-        if event["event"] in ("http_unhandled_error", "grpc_unhandled_error")
+        if event["event"] in ("http_dependency_failed", "grpc_dependency_failed")
     }
-    assert set(unhandled) == set(request_ids), service.output()
-    details = []
-    for event in unhandled.values():
-        assert event["level"] == "error"
-        details += [str(exception["exc_value"]) for exception in event["exception"]]
-    _assert_no_driver_text(answers, details)
+    assert set(failed) == set(request_ids), service.output()
+    assert all(event["level"] == "error" for event in failed.values())
+    _assert_no_driver_text(answers, [event["error"] for event in failed.values()])
 
 
 # -- A string PostgreSQL rejects -----------------------------------------------------------------

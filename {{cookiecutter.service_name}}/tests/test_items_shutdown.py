@@ -32,6 +32,9 @@ from .support import wait_until
 
 TROUBLE = (
     "http_unhandled_error",
+    "http_dependency_failed",
+    "grpc_unhandled_error",
+    "grpc_dependency_failed",
     "outbox_publish_failed",
     "consume_failed",
     "consume_failed_transient",

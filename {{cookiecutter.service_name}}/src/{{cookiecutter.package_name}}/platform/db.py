@@ -13,9 +13,16 @@ from pydantic import Field, model_validator
 from typing_extensions import override
 
 from .dependency import Dependency
+from .errors import dependency_failures
 from .logs import log
 from .readiness import Readiness
 from .settings import Settings, SettingsGroup, dependency_url
+
+dependency_failures(
+    asyncpg.PostgresConnectionError,  # lost mid-query, refused, ...
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.TooManyConnectionsError,
+)
 
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 """A connection checked out of the pool (what handlers and effects receive)."""

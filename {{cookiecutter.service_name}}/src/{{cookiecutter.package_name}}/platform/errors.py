@@ -9,6 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+_DEPENDENCY_FAILURES: list[type[BaseException]] = [ConnectionError]
+"""What a lost or unreachable dependency raises (a refused or reset connection; the dependency
+modules add their drivers' errors): answered 503 / UNAVAILABLE with a generic message, since a
+retry can succeed, and logged with the detail."""
+DEPENDENCY_FAILED = "a dependency of the service failed, retry later"
+
+
+def dependency_failures(*errors: type[BaseException]) -> None:
+    """Declare what a dependency's driver raises when the dependency is lost or unreachable."""
+    _DEPENDENCY_FAILURES.extend(error for error in errors if error not in _DEPENDENCY_FAILURES)
+
+
+def is_dependency_failure(error: BaseException) -> bool:
+    """Whether `error` is a dependency's failure, or was raised while one was being handled
+    (asyncpg's `Transaction.__aexit__` raises InterfaceError over a connection lost inside it)."""
+    failures = tuple(_DEPENDENCY_FAILURES)
+    cause: BaseException | None = error
+    for _ in range(8):  # a chain is short; a cycle must not loop
+        if cause is None:
+            return False
+        if isinstance(cause, failures):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
 
 class ServiceError(Exception):
     http_status = 500

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from time import perf_counter
 from types import TracebackType
@@ -25,7 +26,13 @@ from pydantic import Field, model_validator
 from typing_extensions import override
 
 from .assembly import Assembly, Feature
-from .errors import InvalidArgumentError, OverloadedError, ServiceError
+from .errors import (
+    DEPENDENCY_FAILED,
+    InvalidArgumentError,
+    OverloadedError,
+    ServiceError,
+    is_dependency_failure,
+)
 from .inflight import InFlight
 from .lifecycle import Component
 from .logs import log
@@ -442,7 +449,13 @@ async def _abort_for(
 async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any], method: str) -> NoReturn:
     """What a handler raised unexpectedly: logged with its traceback (called from the `except`
     block), answered INTERNAL with the request id only. grpc's own answer would be UNKNOWN with
-    the exception's text, and that text can carry internals (a query, a driver's message)."""
+    the exception's text, and that text can carry internals (a query, a driver's message). A
+    dependency's failure is UNAVAILABLE (a retry can succeed), as generic."""
+    error = sys.exception()
+    if error is not None and is_dependency_failure(error):
+        log.error("grpc_dependency_failed", method=method, error=repr(error))
+        details = f"{DEPENDENCY_FAILED} (request id {REQUEST_ID.get()})"
+        await context.abort(grpc.StatusCode.UNAVAILABLE, details)
     log.exception("grpc_unhandled_error", method=method)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {REQUEST_ID.get()})")
 

@@ -18,7 +18,14 @@ from pydantic import BaseModel, Field
 from typing_extensions import override
 
 from .connection import ClientBodyError, ClientLimits, connection_factory, error_response
-from .errors import InvalidArgumentError, ServiceError, UnavailableError, UnsupportedMediaTypeError
+from .errors import (
+    DEPENDENCY_FAILED,
+    InvalidArgumentError,
+    ServiceError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+    is_dependency_failure,
+)
 from .http_streams import SHUTTING_DOWN, OpenStream, StreamKind, Streams
 from .inflight import InFlight
 from .lifecycle import Component
@@ -240,7 +247,11 @@ def _error_response(error: Exception, route: str, request: web.Request) -> web.S
     if isinstance(error, ConnectionError) and _client_gone(request):  # nobody to answer
         log.debug("http_client_gone", route=route, error=repr(error))
         return error_response(400, "connection closed by the client")
-    # Any other ConnectionError is a dependency's (a database refusing or resetting): a 500 below.
+    if is_dependency_failure(error):  # a database refusing or resetting, Redis gone...
+        log.error("http_dependency_failed", route=route, error=repr(error))
+        response = error_response(503, DEPENDENCY_FAILED)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     if isinstance(error, TimeoutError):
         return error_response(504, "deadline exceeded")
     if isinstance(error, web.HTTPException):

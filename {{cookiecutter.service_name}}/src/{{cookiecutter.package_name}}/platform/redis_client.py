@@ -11,8 +11,11 @@ from redis.backoff import ExponentialBackoff
 from typing_extensions import override
 
 from .dependency import Dependency
+from .errors import dependency_failures
 from .readiness import Readiness
 from .settings import Settings, SettingsGroup, dependency_url
+
+dependency_failures(redis.ConnectionError, redis.TimeoutError)  # (BusyLoadingError is one)
 
 
 class RedisSettings(SettingsGroup):
