@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import REPO_ROOT, check_ok, cookiecutter_cli, run, text_files
 
@@ -276,6 +277,24 @@ def test_no_install_in_a_bake_floats(answers: str, tmp_path: Path) -> None:
     assert [c for c in commands_in(project / "Dockerfile") if "uv build" in c]
     bootstrap = commands_in(project / "scripts" / "bootstrap_uv.py")
     assert any(c.startswith("-m pip install") and "--require-hashes" in c for c in bootstrap)
+
+
+def test_dependabot_updates_the_lock_the_image_and_the_actions_weekly_grouped(
+    tmp_path: Path,
+) -> None:
+    """The bake's dependabot.yml (check-jsonschema's vendor.dependabot schema in test_deploy):
+    uv (uv.lock), docker (the base image) and github-actions, weekly, one grouped PR each."""
+    check_ok(cookiecutter_cli(tmp_path / "out", {}, config_dir=tmp_path / "c"), "cookiecutter")
+    (project,) = (tmp_path / "out").iterdir()
+    config = yaml.safe_load((project / ".github" / "dependabot.yml").read_text(encoding="utf-8"))
+    assert config["version"] == 2
+    updates = {update["package-ecosystem"]: update for update in config["updates"]}
+    assert sorted(updates) == ["docker", "github-actions", "uv"]
+    for ecosystem, update in updates.items():
+        assert update["directory"] == "/", ecosystem
+        assert update["schedule"]["interval"] == "weekly", ecosystem
+        [group] = update["groups"].values()
+        assert group["patterns"] == ["*"], ecosystem
 
 
 def test_the_template_tooling_is_its_lock() -> None:
