@@ -56,9 +56,10 @@ bench: venv
 	$(BIN)/python -m bench.run_baked $(ARGS)
 
 # Three workers on two cores: the suite mostly waits (drain delays, real processes, timeouts);
-# with two, the run kept one core busy on average.
+# with two, the run kept one core busy on average. The longest classes first (tests/conftest.py:
+# LONGEST_FIRST; xdist's own reorder would put them last).
 test: venv
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-tools.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -n 3 --dist loadscope --durations=10
+	$(BIN)/pytest -n 3 --dist loadscope --no-loadscope-reorder --durations=10

@@ -5,6 +5,11 @@ Under pytest-xdist each worker has its own session, so the slow tests are groupe
 virtualenv is then built once. (`--dist loadgroup` with xdist_group marks would be the usual tool,
 but pytest-xdist 3.8 cannot rename node ids under pytest 9, so it silently does not group.)
 uv's cache is the user's, shared by all of them.
+
+The longest classes and modules are collected first (LONGEST_FIRST) and `make test` passes
+`--no-loadscope-reorder`, so xdist hands them out first. Its default order, most tests first,
+started the baked projects' own suites (a few tests of minutes each) only after ~3.5 minutes of
+quick modules, and the run ended with one worker on a project's suite and the others idle.
 """
 
 from __future__ import annotations
@@ -83,3 +88,33 @@ class Projects:
 @pytest.fixture(scope="session")
 def projects(cookies_session: Any) -> Projects:
     return Projects(cookies_session)
+
+
+# Classes and modules, longest first (durations of a `make test` run; the rest keep their order).
+# xdist gives a worker its next class as soon as the current one has at most two tests left, so a
+# two-test class gets its successor at once: TestTracedProject is followed by the combinations,
+# which then run on the traced project's virtualenv instead of installing the same one again.
+LONGEST_FIRST = (
+    "tests/test_generated.py::TestDefaultProject",  # make install, the whole suite, run, pre-commit
+    "tests/test_generated.py::TestTracedProject",
+    "tests/test_generated.py::TestBillingProject",
+    "tests/test_combinations.py::TestEveryAcceptedCombination",
+    "tests/test_generated.py::TestMinimalProject",
+    "tests/test_refuse.py",
+    "tests/test_deploy.py",
+    "tests/test_bake.py",
+    "tests/test_reproducible.py",
+    "tests/test_update.py",
+    "tests/test_bench.py",
+)
+
+
+def longest_first_rank(nodeid: str) -> int:
+    for rank, scope in enumerate(LONGEST_FIRST):
+        if nodeid.startswith(f"{scope}::"):
+            return rank
+    return len(LONGEST_FIRST)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: longest_first_rank(item.nodeid))  # stable: same order inside

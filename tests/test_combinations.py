@@ -3,10 +3,12 @@ ruff format --check and mypy --strict (issue 16: options are modules, none leave
 import, setting or client behind), and whose rendered manifests admit the admin port only from
 the monitoring namespace (issue 15).
 
-Fast by sharing: one virtualenv with every optional dependency (the default bake with tracing,
-installed once by its own `make install`) is the interpreter mypy checks every bake against, and
-one mypy cache serves them all (the third-party modules are analysed once). The tests are one
-class, so `--dist loadscope` runs them on one worker, in order, over that cache.
+Fast by sharing: one virtualenv with every optional dependency (the default bake with tracing:
+the `traced` project of test_generated, installed once per worker by its own `make install`, so
+shared with TestTracedProject where xdist runs both on one worker) is the interpreter mypy checks
+every bake against, and one mypy cache serves them all (the third-party modules are analysed
+once). The tests are one class, so `--dist loadscope` runs them on one worker, in order, over that
+cache.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import VARIANTS, Projects
 from tests.support import (
     COOKIECUTTER_JSON,
-    DEFAULT_PYTHON,
     Installed,
     check_ok,
     cookiecutter_cli,
-    install,
     load_hook,
     run,
 )
@@ -74,11 +75,14 @@ def bake(output_dir: Path, answers: Mapping[str, str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Installed, Path]]:
+def shared(
+    projects: Projects, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Installed, Path]]:
     """The virtualenv with every optional dependency, and the mypy cache all bakes share."""
     root = tmp_path_factory.mktemp("combinations")
-    project = bake(root / "venv", {"use_tracing": "yes"})
-    yield install(project, DEFAULT_PYTHON), root / "mypy-cache"
+    installed = projects.get("traced")
+    assert VARIANTS["traced"].answers == {"use_tracing": "yes"}  # every option on
+    yield installed, root / "mypy-cache"
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -2,8 +2,9 @@
 # (a build hook: the build environment has no typing_extensions for `@override`)
 """Build hook: generate the gRPC stubs (and their type stubs) from proto/ at install time.
 
-Every build of the project runs it (`make install`, the image's `uv build`), so nobody runs protoc
-by hand; `make install` rebuilds after a .proto file changes (pyproject.toml's uv cache-keys).
+Every build of the project runs it (`make install`, the image's `uv build --no-build-isolation`),
+so nobody runs protoc by hand; `make install` rebuilds after a .proto file changes (pyproject.toml's
+uv cache-keys).
 """
 
 from __future__ import annotations
