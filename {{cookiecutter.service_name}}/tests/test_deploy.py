@@ -514,6 +514,10 @@ def test_dependabot_moves_the_lock_the_base_image_and_the_actions() -> None:
     updates = yaml.safe_load(path.read_text(encoding="utf-8"))["updates"]
     ecosystems = {(update["package-ecosystem"], update["directory"]) for update in updates}
     assert ecosystems == {("uv", "/"), ("docker", "/"), ("github-actions", "/")}
+    # The image's Python is the service's (uv.lock and CI agree on it): no weekly PR moves it.
+    [docker] = [update for update in updates if update["package-ecosystem"] == "docker"]
+    minor_and_major = ["version-update:semver-major", "version-update:semver-minor"]
+    assert {"dependency-name": "python", "update-types": minor_and_major} in docker["ignore"]
     assert (PROJECT / "uv.lock").is_file()
     dockerfile = (PROJECT / "Dockerfile").read_text(encoding="utf-8")
     images = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
