@@ -1,9 +1,9 @@
 """No internal text in answers: what the items API answers when the database fails under it.
 
 A request whose transaction the database loses half-way (a proxy of the test's own is cut while
-its INSERT waits on a lock) and requests while the database is unreachable get 503{% if cookiecutter.use_grpc == "yes" %} /
-UNAVAILABLE{% endif %} (a retry can succeed); a string PostgreSQL rejects (a NUL, let past the validation
-that normally refuses it) gets 500{% if cookiecutter.use_grpc == "yes" %} / INTERNAL{% endif %}. Over HTTP{% if cookiecutter.use_grpc == "yes" %} and gRPC{% endif %}, the client gets a generic message
+its INSERT waits on a lock) and requests while the database is unreachable get 503 (gRPC:
+UNAVAILABLE), since a retry can succeed; a string PostgreSQL rejects (a NUL, let past the
+validation that normally refuses it) gets 500 (gRPC: INTERNAL). The client gets a generic message
 and its request id, never the driver's text; the log line with that request id has the detail.
 """
 
