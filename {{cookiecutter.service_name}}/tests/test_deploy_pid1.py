@@ -93,7 +93,7 @@ def test_entrypoint_is_pid_1_and_sigterm_shuts_down_in_order(tmp_path: Path) -> 
         GRPC_HOST="127.0.0.1",
         GRPC_PORT=str(free_port()),
         ADMIN_HOST="127.0.0.1",
-        ADMIN_PORT="0",
+        ADMIN_PORT=str(free_port()),  # (port 0 could be given the HTTP port chosen above)
         LOG_FORMAT="json",
         DRAIN_DELAY="0.5",
         SHUTDOWN_TIMEOUT="10",

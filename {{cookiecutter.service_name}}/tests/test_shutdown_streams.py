@@ -27,6 +27,9 @@ from .service import Service, http_get, running_service
 
 END_BOUND_S = 0.5
 """The contract: every stream is told to end within this of the listeners closing."""
+CLOSE_FLUSH_S = {{ "2.0" if cookiecutter.use_tracing == "yes" else "0.0" }}
+"""What the `close` phase may add: with tracing, its flush waits out its budget (the close reserve,
+at most 2 s) when no collector answers, as in these tests."""
 
 
 def log_time(event: dict[str, Any]) -> float:
@@ -95,7 +98,8 @@ async def test_websockets_echo_through_the_drain_delay_then_get_1012() -> None:
         assert message.data == aiohttp.WSCloseCode.SERVICE_RESTART
         assert message.extra == "server shutting down"
         assert received - closed_at < END_BOUND_S, (received - closed_at, service.output())
-    assert exited < 1.5 + 2.0, f"exited {exited:.2f}s after SIGTERM, SHUTDOWN_TIMEOUT is 10s"
+    bound = 1.5 + 2.0 + CLOSE_FLUSH_S
+    assert exited < bound, f"exited {exited:.2f}s after SIGTERM, SHUTDOWN_TIMEOUT is 10s"
     # Every client answered the close frame: the handshakes ended well before their bound.
     assert end_streams_phase(service)["duration_s"] < CLOSE_TIMEOUT_S, service.output()
     [report] = service.events("shutdown_complete")
@@ -163,7 +167,7 @@ async def test_a_client_that_never_answers_the_close_is_closed_after_the_bound()
     duration = end_streams_phase(service)["duration_s"]
     assert CLOSE_TIMEOUT_S - 0.05 <= duration < END_BOUND_S, service.output()
     assert not service.events("http_streams_cut"), service.output()
-    assert exited < 0.2 + 3.0, f"exited {exited:.2f}s after SIGTERM"
+    assert exited < 0.2 + 3.0 + CLOSE_FLUSH_S, f"exited {exited:.2f}s after SIGTERM"
 
 
 async def test_a_client_that_never_reads_is_cut_after_the_bound_and_exit_stays_0() -> None:
@@ -181,7 +185,7 @@ async def test_a_client_that_never_reads_is_cut_after_the_bound_and_exit_stays_0
     duration = end_streams_phase(service)["duration_s"]
     assert END_BOUND_S <= duration < END_BOUND_S + 0.5, service.output()
     assert service.events("http_streams_cut"), service.output()
-    assert exited < 0.2 + 3.0, f"exited {exited:.2f}s after SIGTERM"
+    assert exited < 0.2 + 3.0 + CLOSE_FLUSH_S, f"exited {exited:.2f}s after SIGTERM"
 
 
 async def test_a_websocket_the_client_closes_is_logged_and_counted() -> None:
