@@ -130,6 +130,7 @@ class ItemEvents(Component):
         self._subscribers: set[Subscriber] = set()
         self._following = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def client(self) -> redis.Redis:
@@ -148,7 +149,10 @@ class ItemEvents(Component):
 
     async def _follow(self) -> None:
         cursor: str | None = None
-        while True:
+        # The flag, besides the cancel: Python 3.11's `asyncio.wait_for` (redis-py's socket
+        # writes) can swallow a cancellation that lands as its operation completes; the loop
+        # then ends at its next turn, within one blocking read.
+        while not self._stopping:
             try:
                 if cursor is None:  # where the stream ends now: entries after it are live
                     cursor = (await self._info())["last-generated-id"]
@@ -208,6 +212,7 @@ class ItemEvents(Component):
     @override
     async def stop_tasks(self) -> None:
         # Nothing to finish: the reader holds no work, only a cursor in a shared stream.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
