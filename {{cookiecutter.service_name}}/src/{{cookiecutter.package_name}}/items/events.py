@@ -150,8 +150,9 @@ class ItemEvents(Component):
     async def _follow(self) -> None:
         cursor: str | None = None
         # The flag, besides the cancel: Python 3.11's `asyncio.wait_for` (redis-py's socket
-        # writes) can swallow a cancellation that lands as its operation completes; the loop
-        # then ends at its next turn, within one blocking read.
+        # writes) can swallow a cancellation that lands as its operation completes
+        # (python/cpython#86296, fixed in 3.12); the loop then ends at its next turn, within
+        # one blocking read.
         while not self._stopping:
             try:
                 if cursor is None:  # where the stream ends now: entries after it are live
