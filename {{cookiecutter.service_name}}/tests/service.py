@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -108,26 +109,30 @@ class Service:
     """One service process: its ports, its JSON log lines, signals and exit."""
 
     def __init__(self, **env: str) -> None:
-        self.http_port = free_port()
-        self.grpc_port = free_port()
-        self.admin_port = free_port()
         self.env = {
             **os.environ,
             "HTTP_HOST": "127.0.0.1",
             "GRPC_HOST": "127.0.0.1",
-            "HTTP_PORT": str(self.http_port),
-            "GRPC_PORT": str(self.grpc_port),
             "ADMIN_HOST": "127.0.0.1",
-            "ADMIN_PORT": str(self.admin_port),
             "LOG_FORMAT": "json",
             "DRAIN_DELAY": "0.5",
             "SHUTDOWN_TIMEOUT": "10",
             **isolated_names(),
-            **env,
         }
+        self._pick_ports()
+        self.env.update(env)
+        self._own_ports = not {"HTTP_PORT", "GRPC_PORT", "ADMIN_PORT"} & env.keys()
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
+
+    def _pick_ports(self) -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.admin_port = free_port()
+        self.env["HTTP_PORT"] = str(self.http_port)
+        self.env["GRPC_PORT"] = str(self.grpc_port)
+        self.env["ADMIN_PORT"] = str(self.admin_port)
 
     @property
     def url(self) -> str:
@@ -175,15 +180,26 @@ class Service:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
+        restarts = 0
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
+                # A port picked here can be taken by another test process before the service
+                # binds it (pytest workers and bakes run side by side): new ports, once more.
+                if self._reader is not None:
+                    self._reader.join(timeout=5)  # every line it wrote
+                if self._own_ports and restarts < 3 and "Address already in use" in self.output():
+                    restarts += 1
+                    self._pick_ports()
+                    self.lines.clear()
+                    self.start()
+                    continue
                 raise AssertionError(f"service exited early:\n{self.output()}")
             try:
                 if http_get(f"{self.url}/readyz", timeout=1.0)[0] == 200:
                     return
-            except OSError:
-                pass
+            except (OSError, http.client.HTTPException, ValueError):
+                pass  # not listening yet, or another process's port (not HTTP, not JSON)
             time.sleep(0.05)
         raise AssertionError(f"service not ready within {timeout}s:\n{self.output()}")
 
