@@ -261,6 +261,35 @@ async def test_the_stream_begins_with_retry_then_pings_with_a_comment(
             await events.stop_tasks()
 
 
+async def test_the_reader_stops_even_when_its_cancellation_is_swallowed() -> None:
+    """Python 3.11's `asyncio.wait_for` inside redis-py can swallow a cancellation (seen in CI:
+    the reader outlived `stop_tasks` and the shutdown ran to its deadline). Here the real
+    client's `xread` swallows it on purpose: `stop_tasks` must still end within a read."""
+    async with started_backend() as backend:
+        events = ItemEvents(backend.redis, backend.settings, backend.readiness)
+        client = backend.redis.client
+        real_xread = client.xread
+
+        async def swallowing_xread(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await real_xread(*args, **kwargs)
+            except asyncio.CancelledError:
+                return []  # what wait_for's race does: the caller never sees the cancellation
+
+        client.xread = swallowing_xread  # type: ignore[method-assign]
+        await events.start()
+        await wait_until(lambda: backend.readiness.ready, "the reader follows the stream")
+        await asyncio.sleep(0.2)  # inside a blocking read
+        stopping = asyncio.create_task(events.stop_tasks())
+        done, _ = await asyncio.wait({stopping}, timeout=3)  # (wait_for would wait on forever)
+        client.xread = real_xread  # type: ignore[method-assign]
+        if not done:  # a reader that ignored its stop: cancel it for real, then fail
+            stopping.cancel()
+            await asyncio.wait({stopping}, timeout=5)
+        assert done, "the reader ignored its stop"
+        assert events.unfinished() == []
+
+
 def stalled_subscriber(port: int) -> socket.socket:
     """An SSE client that reads the response's headers, then stops reading."""
     sock = socket.socket()
