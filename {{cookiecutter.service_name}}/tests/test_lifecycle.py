@@ -9,9 +9,9 @@ import sys
 import textwrap
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import pytest
 from structlog.testing import capture_logs
@@ -342,15 +342,24 @@ class Background(Component):
         self.stopped = True
 
 
-async def test_a_failed_background_task_stops_the_service_and_is_named() -> None:
+async def _ended_while_running(
+    worker: Background,
+) -> tuple[list[MutableMapping[str, Any]], MutableMapping[str, Any]]:
+    """Run `worker` until ready, let its task end: the service stops with FAILED. Returns the
+    logs and their one `component_failed` entry."""
     readiness = Readiness()
-    worker = Background(RuntimeError("lost the connection for good"))
     lifecycle = Lifecycle([worker], readiness, drain_delay=0, shutdown_timeout=5)
     running = await run_until_ready(lifecycle, readiness)
     with capture_logs() as logs:
         worker.finish.set()
         assert await asyncio.wait_for(running, 5) == ExitCode.FAILED
     [failure] = [entry for entry in logs if entry["event"] == "component_failed"]
+    return logs, failure
+
+
+async def test_a_failed_background_task_stops_the_service_and_is_named() -> None:
+    worker = Background(RuntimeError("lost the connection for good"))
+    logs, failure = await _ended_while_running(worker)
     assert failure["component"] == "worker"
     assert failure["task"] == "worker.loop"
     assert "lost the connection for good" in failure["error"]
@@ -360,14 +369,8 @@ async def test_a_failed_background_task_stops_the_service_and_is_named() -> None
 
 
 async def test_a_background_task_that_ends_on_its_own_stops_the_service() -> None:
-    readiness = Readiness()
     worker = Background()  # returns once `finish` is set: a loop that gave up silently
-    lifecycle = Lifecycle([worker], readiness, drain_delay=0, shutdown_timeout=5)
-    running = await run_until_ready(lifecycle, readiness)
-    with capture_logs() as logs:
-        worker.finish.set()
-        assert await asyncio.wait_for(running, 5) == ExitCode.FAILED
-    [failure] = [entry for entry in logs if entry["event"] == "component_failed"]
+    _, failure = await _ended_while_running(worker)
     assert (failure["component"], failure["task"]) == ("worker", "worker.loop")
     assert failure["error"] == "ended while the service was running"
 
