@@ -24,7 +24,8 @@ apt_tool() { # command package version-command...
             apt-get update -q >/dev/null
             apt-get install -y -q --no-install-recommends "$package" >/dev/null
         fi
-        "$@" 2>&1 | sed -n 1p
+        # (`|| true`: `wrk --version` prints its version and exits 1.)
+        { "$@" 2>&1 || true; } | sed -n 1p
     else
         echo "ensure-tools: $command is missing; install it (apt-get install $package) as root" >&2
         status=1
