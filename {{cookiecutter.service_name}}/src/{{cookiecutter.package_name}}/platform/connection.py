@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import _ErrInfo
 from typing_extensions import override
 
@@ -178,7 +178,7 @@ class Connection(web.RequestHandler):
                 self._refused(last[0])
                 last = messages[-1]
             body = last[1] if last is not None else None
-            if body is None or body.is_eof():
+            if body is None or body is EMPTY_PAYLOAD or body.is_eof():  # (no call for a GET)
                 if self.waits_for != NOTHING:  # (a keep-alive request in one read: no timer)
                     self._expect(NOTHING, 0.0)
             else:

@@ -177,7 +177,7 @@ class Routes:
         no context managers, no extra coroutine on the success path."""
         readiness, in_flight, metrics = self._readiness, self._in_flight, self._metrics
         # Beyond the limit a request is refused before any work: one comparison per request.
-        limit = self._max_in_flight if shed else 2**62
+        limit, running = self._max_in_flight if shed else 2**62, in_flight.running
         shed_count = REQUESTS_SHED.labels("http")
         # Per method, made once: the metrics (and access log) target and the task name's prefix.
         by_method = {
@@ -190,13 +190,15 @@ class Routes:
             started = perf_counter()
             request_id = request_id_from(request.headers.get(HTTP_HEADER))
             target, task_name = by_method.get(request.method, other)
-            if len(in_flight) >= limit:
+            # Every log line of the request carries its id. Not reset after: the request runs in
+            # its own task (aiohttp's), whose copy of the context ends with it.
+            REQUEST_ID.set(request_id)
+            if len(running) >= limit:
                 shed_count.inc()
                 refused = _overloaded(limit, request_id)
                 refused.headers[HTTP_HEADER] = request_id
                 target.observe(503, perf_counter() - started)
                 return refused
-            bound = REQUEST_ID.set(request_id)  # every log line of the request carries its id
             task = in_flight.enter(task_name + request_id)
             try:
                 try:
@@ -212,7 +214,6 @@ class Routes:
                 target.observe(response.status, perf_counter() - started)
             finally:
                 in_flight.discard(task)
-                REQUEST_ID.reset(bound)
             return response
 
         return served

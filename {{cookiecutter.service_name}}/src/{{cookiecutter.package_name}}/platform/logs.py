@@ -44,27 +44,32 @@ def _logger_name(
 class UtcTimestamp:
     """`timestamp`: ISO 8601 in UTC with microseconds, as structlog's `TimeStamper(fmt="iso",
     utc=True)` writes it, at a fifth of its cost (it runs on every access log line): the date and
-    time of day are formatted once a second."""
+    time of day are formatted once a second, into `prefix`, which holds from `second` until
+    `until`."""
 
-    __slots__ = ("_next", "_prefix", "_second")
+    __slots__ = ("prefix", "second", "until")
 
     def __init__(self) -> None:
-        self._second = 0.0
-        self._next = 0.0  # the prefix holds from `_second` until then
-        self._prefix = ""
+        self.second = 0.0
+        self.until = 0.0
+        self.prefix = ""
 
     def now(self) -> str:
         return self.at(time.time())
 
     def at(self, now: float) -> str:
         """The timestamp of the Unix time `now`."""
-        if not self._second <= now < self._next:  # a new second (or the clock was set back)
-            second = int(now)
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-            self._second = float(second)
-            self._next = float(second + 1)
+        if not self.second <= now < self.until:
+            self.advance(now)
         # `%d` truncates the float itself: a third cheaper than an f-string with an int() call.
-        return "%s%06dZ" % (self._prefix, (now - self._second) * 1_000_000)  # noqa: UP031
+        return "%s%06dZ" % (self.prefix, (now - self.second) * 1_000_000)  # noqa: UP031
+
+    def advance(self, now: float) -> None:
+        """Make `prefix` that of `now`'s second (a new second, or the clock was set back)."""
+        second = int(now)
+        self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        self.second = float(second)
+        self.until = float(second + 1)
 
     def __call__(
         self, logger: object, method_name: str, event_dict: structlog.types.EventDict
@@ -90,7 +95,7 @@ class LogOutput:
     `write` only appends (structlog and logging call `flush` after each line: that is a no-op);
     the event loop's timer, a burst of FLUSH_LINES or `drain` write the lines out in one call.
     Outside a running event loop (start-up, a thread of a library) a line is written at once,
-    after those waiting, so the order is kept. `defer` appends an access line still to be
+    after those waiting, so the order is kept. `add` also takes an access line still to be
     rendered: `drain` renders them all in one loop, which costs half of rendering each line
     between two requests, when its code and data are no longer in the CPU's caches
     (docs/benchmarks.md)."""
@@ -103,13 +108,11 @@ class LogOutput:
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def write(self, text: str) -> int:
-        self._add(text)
+        self.add(text)
         return len(text)
 
-    def defer(self, record: AccessRecord) -> None:
-        self._add(record)
-
-    def _add(self, line: str | AccessRecord) -> None:
+    def add(self, line: str | AccessRecord) -> None:
+        """A line, or an access line still to be rendered (`AccessRecord`)."""
         lines = self._lines
         lines.append(line)  # atomic: a deque needs no lock to take lines from any thread
         if len(lines) >= FLUSH_LINES:
@@ -138,20 +141,38 @@ class LogOutput:
             lines, take = self._lines, self._lines.popleft
             if lines:
                 taken = [take() for _ in range(len(lines))]
-                self.stream.write("".join([_rendered(line) for line in taken]))
+                self.stream.write(_rendered(taken))
                 self.stream.flush()
 
 
-def _rendered(line: str | AccessRecord) -> str:
-    if isinstance(line, str):
-        return line
-    head, duration_us, request_id, now = line
-    # Milliseconds with three decimals: the same JSON number as the float it was, without
-    # formatting a float (a tenth of the line's cost).
-    return (
-        f"{head}{duration_us // 1000}.{duration_us % 1000:03d},{_REQUEST_ID_KEY}"
-        f'"{request_id}",{_ACCESS_TAIL}{_timestamp.at(now)}"}}\n'
-    )
+def _rendered(lines: list[str | AccessRecord]) -> str:
+    """The lines as one text, access records rendered in one loop: one `%` per line, the
+    timestamp's date and time of day made once a second, no call per line (a call per line
+    cost as much as the rest of its rendering)."""
+    stamp, line_format = _timestamp, _ACCESS_LINE
+    parts: list[str] = []
+    append = parts.append
+    for line in lines:
+        if isinstance(line, str):
+            append(line)
+            continue
+        head, duration_us, request_id, now = line
+        if not stamp.second <= now < stamp.until:
+            stamp.advance(now)
+        # The duration in milliseconds with three decimals: the same JSON number as the float
+        # it was, without formatting a float.
+        append(
+            line_format
+            % (
+                head,
+                duration_us // 1000,
+                duration_us % 1000,
+                request_id,
+                stamp.prefix,
+                (now - stamp.second) * 1_000_000,
+            )
+        )
+    return "".join(parts)
 
 
 _output: LogOutput | None = None
@@ -281,8 +302,8 @@ class AccessTarget:
         request_id = context.get(REQUEST_ID) if len(context) == 1 and self._id_only else None
         if type(request_id) is str and request_id.isalnum():
             # The usual line: its request id is all the context holds, and needs no escaping.
-            # It is rendered when the lines are written (`LogOutput.defer`).
-            output.defer((head, duration_us, request_id, time.time()))
+            # It is rendered when the lines are written (`LogOutput.add`).
+            output.add((head, duration_us, request_id, time.time()))
             return
         bound = _bound_context(context, self._own)
         output.write(
@@ -346,6 +367,15 @@ def _context_key(var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
 
 _REQUEST_ID_NAME = REQUEST_ID.name.removeprefix(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
 _REQUEST_ID_KEY = f"{_json(_REQUEST_ID_NAME)}:"
+_ACCESS_LINE = (
+    "%s%d.%03d,"
+    + _REQUEST_ID_KEY.replace("%", "%%")
+    + '"%s",'
+    + _ACCESS_TAIL.replace("%", "%%")
+    + '%s%06dZ"}\n'
+)
+"""An `AccessRecord`'s line: head, milliseconds, their thousandths, request id, the timestamp's
+second and its microseconds."""
 
 
 def flush_logs() -> None:

@@ -46,11 +46,13 @@ def _go_float(value: float) -> str:
 
 
 class _Latencies:
-    """One target's latency histogram: a count per bucket (the last one is +Inf) and the sum."""
+    """One target's figures: its requests by status, and its latency histogram (a count per
+    bucket, the last one +Inf, and the sum)."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("by_status", "counts", "total")
 
     def __init__(self, buckets: int) -> None:
+        self.by_status: dict[int | str, int] = {}
         self.counts = [0] * buckets
         self.total = 0.0
 
@@ -80,7 +82,6 @@ class RequestFamilies(Collector):
         self.bounds = tuple(float(bound) for bound in buckets)
         # The bucket labels exactly as prometheus_client's Histogram writes them.
         self._le = (*(_go_float(bound) for bound in self.bounds), "+Inf")
-        self.requests: dict[tuple[tuple[str, ...], int | str], int] = {}
         self.latencies: dict[tuple[str, ...], _Latencies] = {}
         REGISTRY.register(self)
 
@@ -95,8 +96,9 @@ class RequestFamilies(Collector):
         requests = CounterMetricFamily(
             *self._counter, labels=[*self._target_labels, self._status_label]
         )
-        for (target, status), count in list(self.requests.items()):
-            requests.add_metric([*target, str(status)], count)
+        for target, latencies in list(self.latencies.items()):
+            for status, count in list(latencies.by_status.items()):
+                requests.add_metric([*target, str(status)], count)
         yield requests
         durations = HistogramMetricFamily(*self._histogram, labels=self._target_labels)
         for target, latencies in list(self.latencies.items()):
@@ -236,21 +238,19 @@ class RequestMetrics:
 class TargetMetrics:
     """One target's counter, histogram and access log (see `RequestMetrics`)."""
 
-    __slots__ = ("_access", "_bounds", "_latencies", "_requests", "_target")
+    __slots__ = ("_access", "_bounds", "_by_status", "_latencies")
 
     def __init__(
         self, families: RequestFamilies, target: tuple[str, ...], access: AccessTarget | None
     ) -> None:
-        self._requests = families.requests
         self._latencies = families.latencies_of(target)
+        self._by_status = self._latencies.by_status
         self._bounds = families.bounds
-        self._target = target
         self._access = access
 
     def observe(self, status: int | str, seconds: float) -> None:
-        requests = self._requests
-        key = (self._target, status)
-        requests[key] = requests.get(key, 0) + 1
+        by_status = self._by_status
+        by_status[status] = by_status.get(status, 0) + 1
         latencies = self._latencies
         latencies.counts[bisect_left(self._bounds, seconds)] += 1  # the first bound >= seconds
         latencies.total += seconds
