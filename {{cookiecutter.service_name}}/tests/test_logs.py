@@ -31,6 +31,7 @@ from {{ cookiecutter.package_name }}.platform.logs import (
     flush_logs,
 )
 from {{ cookiecutter.package_name }}.platform.metrics import http_metrics
+from {{ cookiecutter.package_name }}.platform.request_id import request_id_from
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -160,16 +161,24 @@ def test_the_access_log_line_is_the_line_log_info_writes(captured: Captured) -> 
 
 
 @pytest.mark.parametrize(
-    "context",
-    [{"request_id": "0af7651916cd43dd8448eb211c80319c"}, {"request_id": 'a "quoted"\nid'}, {}],
+    ("context", "server_bound"),
+    [
+        ({"request_id": request_id_from(None)}, True),  # the usual line: the short way
+        ({"request_id": request_id_from("caller.id:7/a+b=c-d_e")}, True),  # the same
+        ({"request_id": "0af7651916cd43dd8448eb211c80319c"}, False),  # bound by other code
+        ({"request_id": 'a "quoted"\nid'}, False),  # needs escaping
+        ({}, False),
+    ],
 )
 def test_a_line_with_only_its_request_id_is_the_line_log_info_writes(
-    context: dict[str, str], captured: Captured
+    context: dict[str, str], server_bound: bool, captured: Captured
 ) -> None:
-    """The usual line (only a request id bound) takes a shorter way: still the same line."""
+    """The usual line (only the request id the server bound) takes a shorter way: still the
+    same line as `log.info`'s, and so is every other line."""
     fields = {"method": "GET", "route": "/v1/echo"}
     with structlog.contextvars.bound_contextvars(**context):
-        AccessLog("http_request").target(fields).write(200, 1_234)
+        request_id = context["request_id"] if server_bound else ""
+        AccessLog("http_request").target(fields).write(200, 1_234, request_id)
         captured.log.info("http_request", **fields, status=200, duration_ms=1.234)
     fast, reference = captured.lines()
     assert ISO_UTC.fullmatch(fast.pop("timestamp"))

@@ -396,7 +396,7 @@ class _Rpc:
     ) -> None:
         self._in_flight.discard(self.task)
         status = _status(self._context, exc)
-        self._metrics.observe(self._target, status, perf_counter() - self._started)
+        self._metrics.observe(self._target, status, perf_counter() - self._started, self.request_id)
         if not self._keep_bound:
             REQUEST_ID.reset(self._bound)
 

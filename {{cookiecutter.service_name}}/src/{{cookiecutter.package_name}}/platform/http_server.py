@@ -197,7 +197,7 @@ class Routes:
                 shed_count.inc()
                 refused = _overloaded(limit, request_id)
                 refused.headers[HTTP_HEADER] = request_id
-                target.observe(503, perf_counter() - started)
+                target.observe(503, perf_counter() - started, request_id)
                 return refused
             task = in_flight.enter(task_name + request_id)
             try:
@@ -211,7 +211,7 @@ class Routes:
                         # Moves keep-alive clients to a new connection, which the load balancer
                         # routes to a replica that is still ready.
                         response.force_close()
-                target.observe(response.status, perf_counter() - started)
+                target.observe(response.status, perf_counter() - started, request_id)
             finally:
                 in_flight.discard(task)
             return response

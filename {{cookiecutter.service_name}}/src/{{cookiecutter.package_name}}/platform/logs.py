@@ -289,8 +289,11 @@ class AccessTarget:
         self._id_only = _REQUEST_ID_NAME not in self._own
         """Whether a context that holds only a request id can take the short way."""
 
-    def write(self, status: int | str, duration_us: int) -> None:
-        """The line of one request: `duration_us` is its duration in whole microseconds."""
+    def write(self, status: int | str, duration_us: int, request_id: str = "") -> None:
+        """The line of one request: `duration_us` is its duration in whole microseconds.
+        `request_id`: the id the server bound (`REQUEST_ID`), from `request_id_from`, so
+        safe to write as it is; when it is all the context holds, the line takes the short way
+        (the bound context is not walked, the id not checked character by character)."""
         output = _json_output
         if output is None or _extra:
             self._write_through_dict(output, status, duration_us / 1000)
@@ -299,10 +302,13 @@ class AccessTarget:
         if head is None:
             head = self._heads[status] = f'{self._head}"status":{_json(status)},"duration_ms":'
         context = contextvars.copy_context()
-        request_id = context.get(REQUEST_ID) if len(context) == 1 and self._id_only else None
-        if type(request_id) is str and request_id.isalnum():
-            # The usual line: its request id is all the context holds, and needs no escaping.
-            # It is rendered when the lines are written (`LogOutput.add`).
+        if (
+            request_id
+            and len(context) == 1
+            and self._id_only
+            and context.get(REQUEST_ID) is request_id
+        ):
+            # The usual line, rendered when the lines are written (`LogOutput.add`).
             output.add((head, duration_us, request_id, time.time()))
             return
         bound = _bound_context(context, self._own)

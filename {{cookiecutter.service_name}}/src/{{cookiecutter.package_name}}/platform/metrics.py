@@ -231,8 +231,10 @@ class RequestMetrics:
             self._targets[target] = metrics
         return metrics
 
-    def observe(self, target: tuple[str, ...], status: int | str, seconds: float) -> None:
-        self.target(target).observe(status, seconds)
+    def observe(
+        self, target: tuple[str, ...], status: int | str, seconds: float, request_id: str = ""
+    ) -> None:
+        self.target(target).observe(status, seconds, request_id)
 
 
 class TargetMetrics:
@@ -248,14 +250,16 @@ class TargetMetrics:
         self._bounds = families.bounds
         self._access = access
 
-    def observe(self, status: int | str, seconds: float) -> None:
+    def observe(self, status: int | str, seconds: float, request_id: str = "") -> None:
+        """One request: its status, duration and, for its access log line, the id the server
+        bound to it (`AccessTarget.write`)."""
         by_status = self._by_status
         by_status[status] = by_status.get(status, 0) + 1
         latencies = self._latencies
         latencies.counts[bisect_left(self._bounds, seconds)] += 1  # the first bound >= seconds
         latencies.total += seconds
         if self._access is not None:
-            self._access.write(status, int(seconds * 1_000_000))
+            self._access.write(status, int(seconds * 1_000_000), request_id)
 
 
 def http_metrics(access_log: bool) -> RequestMetrics:
