@@ -683,7 +683,7 @@ def figure_items(options: Options, report: Report, workdir: Path) -> None:
                 for server, url in zip(started, urls, strict=True)
             ],
         )
-    versus = "service (defaults) / its handler on a plain app"
+    versus = "service (defaults) / its handler on a plain app (run_app defaults, access log on)"
     add_load_row(
         report,
         f"{figure}, req/s: {versus}",
