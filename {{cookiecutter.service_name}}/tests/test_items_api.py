@@ -103,6 +103,33 @@ async def test_enqueue_writes_only_within_the_callers_transaction(backend: Backe
     assert json.loads(row["headers"]) == {}  # outside a request or RPC: no request id
 
 
+async def test_the_relay_keeps_the_outbox_order_while_another_replica_holds_a_batch(
+    backend: Backend,
+) -> None:
+    """Another replica's relay holds the first event's row (mid-batch): this relay publishes
+    nothing rather than the later event first, without waiting on the lock, and publishes the
+    rest after it, so the stream keeps the outbox's order across replicas (with `SKIP LOCKED`
+    it published the second event at once)."""
+    stream = backend.settings.events_stream  # isolated, dropped after the test
+    async with backend.db.transaction() as connection:
+        first = await outbox.enqueue(connection, "thing.done", {"n": 1}, stream=stream)
+        second = await outbox.enqueue(connection, "thing.done", {"n": 2}, stream=stream)
+    relay = outbox.OutboxRelay(backend.db, backend.redis, backend.settings, backend.settings)
+    other = await connect_schema(backend.settings)  # the other replica's relay
+    try:
+        async with other.transaction():
+            await other.fetch("SELECT id FROM outbox ORDER BY id LIMIT 1 FOR UPDATE")
+            assert await asyncio.wait_for(relay.publish_batch(), 5) == 0, "skipped a held row"
+            await backend.redis.client.xadd(stream, {"event_id": str(first)})
+            await other.execute("DELETE FROM outbox WHERE event_id = $1", first)
+        assert await asyncio.wait_for(relay.publish_batch(), 5) == 1
+    finally:
+        await other.close()
+    entries = await backend.redis.client.xrange(stream)
+    published = [dict(fields or {}).get("event_id") for _, fields in entries or []]
+    assert published == [str(first), str(second)]
+
+
 async def test_repeated_idempotency_key_returns_the_original_item(
     client: Client, backend: Backend
 ) -> None:

@@ -23,7 +23,9 @@ import structlog
 from {{ cookiecutter.package_name }}.platform import logs
 from {{ cookiecutter.package_name }}.platform.logs import (
     FLUSH_INTERVAL,
+    FLUSH_LINES,
     LOGGER_NAME,
+    RENDER_LINES,
     AccessLog,
     LogOutput,
     UtcTimestamp,
@@ -199,6 +201,41 @@ async def test_lines_wait_for_the_timer_and_flush_logs_writes_them_at_once() -> 
     output.write("three\n")
     output.drain()
     assert stream.getvalue() == "one\ntwo\nthree\n"
+
+
+async def test_a_burst_is_rendered_as_it_comes_and_written_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Access lines are rendered RENDER_LINES at a time as they arrive (no drain renders a
+    whole burst: that held the event loop for 0.6 ms) and written FLUSH_LINES at a time, in
+    order with the plain lines between them; `drain` writes what is left at once."""
+    rendered: list[int] = []
+    render = logs._rendered
+
+    def counted(lines: list[str | logs.AccessRecord]) -> str:
+        rendered.append(len(lines))
+        return render(lines)
+
+    monkeypatch.setattr(logs, "_rendered", counted)
+    stream = io.StringIO()
+    output = LogOutput(stream)
+    head = '{"event":"http_request","status":200,"duration_ms":'
+    expected = []
+    for number in range(FLUSH_LINES + 10):
+        if number % 100 == 7:
+            output.write(f"plain {number}\n")
+            expected.append(f"plain {number}")
+        else:
+            output.add((head, 1_500, f"id{number}", time.time()))
+            expected.append(f"id{number}")
+        if number == FLUSH_LINES - 2:
+            assert stream.getvalue() == ""  # rendered, not yet written
+    assert max(rendered) <= RENDER_LINES
+    assert len(stream.getvalue().splitlines()) == FLUSH_LINES  # one burst, written at once
+    output.drain()
+    lines = stream.getvalue().splitlines()
+    ids = [line if line.startswith("plain") else json.loads(line)["request_id"] for line in lines]
+    assert ids == expected
 
 
 async def test_a_line_from_another_thread_is_written_after_those_waiting() -> None:

@@ -82,6 +82,9 @@ FLUSH_INTERVAL = 0.05
 """Seconds a line may wait in memory before it is written."""
 FLUSH_LINES = 512
 """A burst of this many lines is written at once, without waiting for the timer."""
+RENDER_LINES = 64
+"""Lines waiting are rendered this many at a time as they arrive, and written FLUSH_LINES at a
+time: rendering 512 at once held the event loop for 0.6 ms (docs/benchmarks.md)."""
 
 
 AccessRecord = tuple[str, int, str, float]
@@ -96,13 +99,17 @@ class LogOutput:
     the event loop's timer, a burst of FLUSH_LINES or `drain` write the lines out in one call.
     Outside a running event loop (start-up, a thread of a library) a line is written at once,
     after those waiting, so the order is kept. `add` also takes an access line still to be
-    rendered: `drain` renders them all in one loop, which costs half of rendering each line
-    between two requests, when its code and data are no longer in the CPU's caches
-    (docs/benchmarks.md)."""
+    rendered: lines are rendered RENDER_LINES at a time, in one loop, which costs half of
+    rendering each line between two requests, when its code and data are no longer in the CPU's
+    caches (docs/benchmarks.md)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._lines: deque[str | AccessRecord] = deque()
+        """Lines not rendered yet, in order."""
+        self._text: list[str] = []
+        """Rendered lines not written yet, in order (before those in `_lines`)."""
+        self._text_lines = 0
         self._lock = threading.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -115,7 +122,7 @@ class LogOutput:
         """A line, or an access line still to be rendered (`AccessRecord`)."""
         lines = self._lines
         lines.append(line)  # atomic: a deque needs no lock to take lines from any thread
-        if len(lines) >= FLUSH_LINES:
+        if len(lines) >= RENDER_LINES and self._render() >= FLUSH_LINES:
             self.drain()
             return
         try:
@@ -135,13 +142,28 @@ class LogOutput:
         self._timer = None
         self.drain()
 
+    def _render(self) -> int:
+        """Render the lines waiting into `_text`; returns how many lines it holds."""
+        with self._lock:
+            self._take_and_render()
+            return self._text_lines
+
+    def _take_and_render(self) -> None:  # (with the lock held)
+        lines, take = self._lines, self._lines.popleft
+        if lines:
+            taken = [take() for _ in range(len(lines))]
+            self._text.append(_rendered(taken))
+            self._text_lines += len(taken)
+
     def drain(self) -> None:
         """Write every waiting line now (in order: one drain at a time takes and writes)."""
         with self._lock:
-            lines, take = self._lines, self._lines.popleft
-            if lines:
-                taken = [take() for _ in range(len(lines))]
-                self.stream.write(_rendered(taken))
+            self._take_and_render()
+            if self._text:
+                text = "".join(self._text)
+                self._text.clear()
+                self._text_lines = 0
+                self.stream.write(text)
                 self.stream.flush()
 
 

@@ -6,9 +6,14 @@ relay then publishes it to its Redis stream. What travels with an event besides 
 (the request id; the trace context, with tracing on) goes into its `headers`, never into the
 payload the effect handlers read.
 
-Rows are taken with `FOR UPDATE SKIP LOCKED` (replicas share the work), published with XADD and
-deleted in the same transaction. A crash after XADD but before COMMIT publishes the event again
-later: consumers dedupe on `event_id`, so effects still happen once.
+Rows are taken in order with `FOR UPDATE NOWAIT`, published with XADD and deleted in the same
+transaction. Not `SKIP LOCKED`: with it, a second replica's relay skipped the rows a first one
+held and published a later event before them (seen in CI: an SSE client resuming on another
+replica got item 4 before items 1-3). With `NOWAIT` it publishes nothing while another relay
+holds the oldest rows and tries again at its next poll, so the stream keeps the outbox's order;
+it never waits on another replica's lock (one stopped mid-batch cannot hold it up).
+A crash after XADD but before COMMIT publishes the event again later: consumers dedupe on
+`event_id`, so effects still happen once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 from pydantic import Field
 from redis.typing import EncodableT, FieldT
 from typing_extensions import override
@@ -125,12 +131,19 @@ class OutboxRelay(Component):
                     await asyncio.wait_for(self._stop.wait(), interval)
 
     async def publish_batch(self) -> int:
-        """Publish (and delete) up to OUTBOX_BATCH_SIZE events; returns how many."""
+        """Publish (and delete) up to OUTBOX_BATCH_SIZE events; returns how many (0 as well
+        while another replica's relay holds the oldest rows)."""
+        try:
+            return await self._publish_batch()
+        except asyncpg.LockNotAvailableError:
+            return 0  # another relay is publishing them: after it, in order, at the next poll
+
+    async def _publish_batch(self) -> int:
         redis = self._redis.client
         async with self._db.transaction() as connection:
             rows = await connection.fetch(
                 "SELECT id, event_id, stream, event_type, payload, headers FROM outbox"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                " ORDER BY id LIMIT $1 FOR UPDATE NOWAIT",
                 self._outbox.outbox_batch_size,
             )
             if not rows:
