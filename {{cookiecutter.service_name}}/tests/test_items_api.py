@@ -130,6 +130,17 @@ async def test_the_relay_keeps_the_outbox_order_while_another_replica_holds_a_ba
     assert published == [str(first), str(second)]
 
 
+async def test_the_relay_stops_at_once_while_it_waits_for_a_connection() -> None:
+    """No rows in hand, only waiting for a connection (every one taken here; with the database
+    unreachable that wait has no end): the relay's `stop_tasks` returns at once."""
+    async with started_backend(db_pool_min_size=1, db_pool_max_size=1) as backend:
+        relay = outbox.OutboxRelay(backend.db, backend.redis, backend.settings, backend.settings)
+        async with backend.db.pool.acquire():  # the pool's only connection
+            await relay.start()
+            await asyncio.sleep(0.3)  # the relay now waits for a connection
+            await asyncio.wait_for(relay.stop_tasks(), 2)
+
+
 async def test_repeated_idempotency_key_returns_the_original_item(
     client: Client, backend: Backend
 ) -> None:

@@ -104,6 +104,8 @@ class OutboxRelay(Component):
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._publishing = False
+        self._in_hand = False
+        """Whether the relay holds a batch's rows (taken, not yet committed as published)."""
         self.published = 0
 
     @override
@@ -134,11 +136,13 @@ class OutboxRelay(Component):
         """Publish (and delete) up to OUTBOX_BATCH_SIZE events; returns how many (0 as well
         while another replica's relay holds the oldest rows)."""
         try:
-            return await self._publish_batch()
+            return await self._publish_rows()
         except asyncpg.LockNotAvailableError:
             return 0  # another relay is publishing them: after it, in order, at the next poll
+        finally:
+            self._in_hand = False
 
-    async def _publish_batch(self) -> int:
+    async def _publish_rows(self) -> int:
         redis = self._redis.client
         async with self._db.transaction() as connection:
             rows = await connection.fetch(
@@ -148,6 +152,7 @@ class OutboxRelay(Component):
             )
             if not rows:
                 return 0
+            self._in_hand = True
             async with redis.pipeline(transaction=False) as pipe:
                 for row in rows:
                     fields: dict[FieldT, EncodableT] = {
@@ -168,9 +173,14 @@ class OutboxRelay(Component):
 
     @override
     async def stop_tasks(self) -> None:
-        """Finish the batch in hand (events of requests that just drained), then stop."""
+        """Finish the batch in hand (events of requests that just drained), then stop. With no
+        rows in hand the relay stops at once, even while it waits for a connection: with the
+        database unreachable, that wait has no end (seen in CI: the shutdown overran its
+        deadline); its events stay in the outbox for the next relay."""
         self._stop.set()
         if self._task is not None:
+            if not self._in_hand:
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     @override
